@@ -1,0 +1,134 @@
+//! The one interface behind which everything scheduler-specific lives.
+//!
+//! An adapter reads the allocation this process runs in, says what this node was granted, knows
+//! the addresses the scheduler gives its nodes, and fans a command out to the allocation's other
+//! nodes. Autoscaling (submit, query, cancel) joins this trait with its own issue.
+
+pub mod local;
+pub mod slurm;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::net::IpAddr;
+use std::process::Command;
+
+use crate::config::SchedulerChoice;
+use crate::discovery::NodeGrant;
+
+/// One host of an allocation.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct Host {
+    /// The scheduler's name for the node (Slurm node name, LSF host, ...).
+    pub name: String,
+    /// CPUs the scheduler granted on this host, when it says.
+    pub cpus: Option<u32>,
+}
+
+/// The allocation this process runs in.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct Allocation {
+    pub scheduler: &'static str,
+    pub job_id: String,
+    /// In rank order: `hosts[0]` carries the head.
+    pub hosts: Vec<Host>,
+    /// The scheduler's name for the node this process runs on.
+    pub this_node: String,
+}
+
+impl Allocation {
+    /// Rank of `node` in this allocation.
+    pub fn rank_of(&self, node: &str) -> Option<usize> {
+        self.hosts.iter().position(|h| h.name == node)
+    }
+
+    pub fn head(&self) -> &Host {
+        &self.hosts[0]
+    }
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error(
+        "scheduler `{scheduler}` was asked for, but this process is not inside one of its allocations ({why}); submit a job (e.g. `sbatch job-scripts/ray-cluster.sbatch ...`) or use `--scheduler local`"
+    )]
+    NotInAllocation {
+        scheduler: &'static str,
+        why: String,
+    },
+    #[error("{variable}={value:?} is malformed: {why}")]
+    BadVariable {
+        variable: String,
+        value: String,
+        why: String,
+    },
+    #[error("`{command}` failed: {why}")]
+    Command { command: String, why: String },
+    #[error("could not parse the output of `{command}`: {why}")]
+    BadOutput { command: String, why: String },
+}
+
+/// What a scheduler adapter does for the rest of ray-hpc.
+pub trait Scheduler: Send + Sync {
+    fn name(&self) -> &'static str;
+
+    /// The allocation this process runs in.
+    fn allocation(&self) -> Result<Allocation, SchedulerError>;
+
+    /// What the scheduler granted the node this process runs on.
+    fn node_grant(&self, alloc: &Allocation) -> Result<NodeGrant, SchedulerError>;
+
+    /// The addresses the scheduler knows the allocation's hosts by, from one query.
+    /// Hosts it has no address for are missing from the map.
+    fn host_addresses(
+        &self,
+        alloc: &Allocation,
+    ) -> Result<BTreeMap<String, IpAddr>, SchedulerError>;
+
+    /// One command that starts `argv` once on every host but the head, or None when the
+    /// allocation has a single host. The caller adds the environment and spawns it.
+    fn fan_out(
+        &self,
+        alloc: &Allocation,
+        argv: &[OsString],
+        extra_args: &[String],
+    ) -> Result<Option<Command>, SchedulerError>;
+}
+
+/// Environment lookups go through this so adapters can be tested on recorded environments.
+pub type Env = BTreeMap<String, String>;
+
+pub fn process_env() -> Env {
+    std::env::vars().collect()
+}
+
+/// Picks the adapter: `auto` means Slurm inside a Slurm job, else this machine alone.
+pub fn select(choice: SchedulerChoice, env: Env) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    Ok(match choice {
+        SchedulerChoice::Slurm => Box::new(slurm::Slurm::new(env)),
+        SchedulerChoice::Local => Box::new(local::Local::new(env)),
+        SchedulerChoice::Auto if env.contains_key("SLURM_JOB_ID") => {
+            Box::new(slurm::Slurm::new(env))
+        }
+        SchedulerChoice::Auto => Box::new(local::Local::new(env)),
+    })
+}
+
+/// Runs a scheduler command and returns its stdout, or an error carrying its stderr.
+pub(crate) fn run_command(cmd: &mut Command) -> Result<String, SchedulerError> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().map_err(|e| SchedulerError::Command {
+        command: shown.clone(),
+        why: format!("could not run it: {e}"),
+    })?;
+    if !out.status.success() {
+        return Err(SchedulerError::Command {
+            command: shown,
+            why: format!(
+                "{}: {}",
+                out.status,
+                String::from_utf8_lossy(&out.stderr).trim()
+            ),
+        });
+    }
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
