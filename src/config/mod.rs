@@ -1,0 +1,490 @@
+//! The ray-hpc configuration file (TOML). Every key is optional; a missing file means defaults.
+//!
+//! ```toml
+//! scheduler = "auto"            # auto | slurm | local
+//! auth = "token"                # token | none
+//! ready_timeout_s = 120
+//! [cluster]
+//! name = "my-cluster"
+//! temp_root = "/tmp"
+//! [ray]
+//! bin = "/path/to/ray"
+//! head_num_cpus = 0
+//! object_store_fraction = 0.3
+//! worker_ports = 100
+//! port_range = [20000, 30000]
+//! env = { KEY = "value" }
+//! [network]
+//! interface = "ib0"
+//! [teardown]
+//! grace_s = 10
+//! [slurm]
+//! srun_args = ["--mpi=none"]
+//! ```
+//!
+//! Parsing never stops at the first mistake: [`Config::parse`] walks the whole document and
+//! returns every unknown key, wrong type and bad value, each with its line and column
+//! ([`ConfigError`]). Only a TOML syntax error stops the walk (then every syntax error found is
+//! reported, since the structure of the rest is unknown).
+
+mod error;
+mod parse;
+#[cfg(test)]
+mod tests;
+
+use std::collections::BTreeMap;
+use std::ffi::OsString;
+use std::fmt;
+use std::ops::RangeInclusive;
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+
+use serde::Serialize;
+
+pub use error::{ConfigError, ConfigProblem, Location, ProblemKind};
+
+/// Allowed values of `ready_timeout_s` (seconds).
+pub const READY_TIMEOUT_S_RANGE: RangeInclusive<u64> = 1..=86_400;
+/// Allowed values of `ray.object_store_fraction`.
+pub const OBJECT_STORE_FRACTION_RANGE: RangeInclusive<f64> = 0.05..=0.8;
+/// Allowed values of `ray.worker_ports`.
+pub const WORKER_PORTS_RANGE: RangeInclusive<u16> = 16..=10_000;
+/// Allowed values of `ray.head_num_cpus`.
+pub const HEAD_NUM_CPUS_RANGE: RangeInclusive<u32> = 0..=1_048_576;
+/// `ray.port_range = [lo, hi]` needs `hi - lo >= PORT_RANGE_MIN_SPAN`.
+pub const PORT_RANGE_MIN_SPAN: u16 = 200;
+/// Ports a node needs besides its worker ports (GCS, dashboard, client server, node manager,
+/// object manager, runtime-env agent, dashboard agent, metrics, our control service, with room
+/// to spare): `ray.port_range` must hold `ray.worker_ports + FIXED_PORTS_PER_NODE` ports.
+pub const FIXED_PORTS_PER_NODE: u16 = 16;
+/// Allowed values of `teardown.grace_s` (seconds).
+pub const GRACE_S_RANGE: RangeInclusive<u64> = 1..=300;
+/// Longest `cluster.name`.
+pub const CLUSTER_NAME_MAX_BYTES: usize = 64;
+/// Longest `cluster.temp_root`. Ray puts its Unix sockets at
+/// `<temp_dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store` (66 bytes after the temp
+/// dir) and refuses socket paths over [`UNIX_SOCKET_PATH_MAX_BYTES`]; with
+/// `<temp_root>/rh-<id>` as the temp dir that only fits when the launcher also passes short
+/// `--plasma-store-socket-name` / `--raylet-socket-name` paths.
+pub const TEMP_ROOT_MAX_BYTES: usize = 40;
+/// The longest Unix socket path Linux accepts (108 bytes with the NUL).
+pub const UNIX_SOCKET_PATH_MAX_BYTES: usize = 107;
+/// Longest Linux interface name (IFNAMSIZ - 1).
+pub const INTERFACE_MAX_BYTES: usize = 15;
+
+/// The environment variable that names a configuration file.
+pub const CONFIG_ENV: &str = "RAY_HPC_CONFIG";
+/// The environment variable that overrides ray-hpc's home directory (default `~/.ray-hpc`).
+pub const HOME_ENV: &str = "RAY_HPC_HOME";
+
+/// How environment variables are looked up (so tests need not touch the process environment).
+pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
+
+/// The whole configuration. `Default` gives every default.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Config {
+    /// `scheduler`: which batch scheduler to use: `auto` (default; `slurm` when `SLURM_JOB_ID`
+    /// is set, else `local`), `slurm` or `local`.
+    pub scheduler: SchedulerChoice,
+    /// `auth`: `token` (default; Ray's token authentication, one token per cluster) or `none`
+    /// (Ray without authentication; anyone who can reach the ports can run code: the CLI warns).
+    pub auth: AuthMode,
+    /// `ready_timeout_s`: how long to wait for every node to join before failing, in seconds
+    /// (1..=86400, default 120).
+    pub ready_timeout_s: u64,
+    /// `[cluster]`: naming and per-node scratch space.
+    pub cluster: ClusterConfig,
+    /// `[ray]`: how Ray is started.
+    pub ray: RayConfig,
+    /// `[network]`: which address the nodes use.
+    pub network: NetworkConfig,
+    /// `[teardown]`: how Ray is stopped.
+    pub teardown: TeardownConfig,
+    /// `[slurm]`: Slurm-specific settings.
+    pub slurm: SlurmConfig,
+}
+
+/// `[cluster]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ClusterConfig {
+    /// `cluster.name`: the cluster's name in the registry and in `status`/`submit`/`down`.
+    /// 1 to 64 of `A-Z a-z 0-9 _ . -`, not starting with `.` or `-`. Default: `ray-<job id>`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// `cluster.temp_root`: where the per-node temp dirs `<temp_root>/rh-<id>` go (Ray's
+    /// `--temp-dir`; removed at teardown). An absolute path of at most 40 bytes, since Ray's
+    /// Unix socket paths under it must stay within 107 bytes. Default `/tmp`.
+    pub temp_root: PathBuf,
+}
+
+/// `[ray]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct RayConfig {
+    /// `ray.bin`: the `ray` executable. Default: `$VIRTUAL_ENV/bin/ray`, else `ray` on `PATH`
+    /// (see [`RayConfig::resolve_bin`]).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bin: Option<PathBuf>,
+    /// `ray.head_num_cpus`: CPUs the head node announces to Ray (0 keeps tasks and actors off
+    /// the head). Default: what the head node was granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub head_num_cpus: Option<u32>,
+    /// `ray.object_store_fraction`: share of each node's memory for Ray's object store
+    /// (0.05..=0.8, default 0.3).
+    pub object_store_fraction: f64,
+    /// `ray.worker_ports`: size of each node's worker port range (16..=10000, default 100).
+    pub worker_ports: u16,
+    /// `ray.port_range = [lo, hi]`: the ports ray-hpc picks every Ray port from;
+    /// 1024 < lo < hi <= 65535, hi - lo >= 200, and room for `worker_ports` + 16.
+    /// Default `[20000, 30000]`.
+    pub port_range: PortRange,
+    /// `ray.env`: extra environment variables for every Ray process, e.g.
+    /// `env = { OMP_NUM_THREADS = "1" }`. Values are strings. Default: none.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+}
+
+/// `ray.port_range`: an inclusive port range, written `[lo, hi]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PortRange {
+    pub lo: u16,
+    pub hi: u16,
+}
+
+impl PortRange {
+    /// How many ports the range holds (both ends included).
+    pub fn len(&self) -> u32 {
+        u32::from(self.hi.saturating_sub(self.lo)) + 1
+    }
+
+    /// Never true for a validated range; here for clippy's `len_without_is_empty`.
+    pub fn is_empty(&self) -> bool {
+        self.hi < self.lo
+    }
+
+    pub fn contains(&self, port: u16) -> bool {
+        (self.lo..=self.hi).contains(&port)
+    }
+}
+
+impl Serialize for PortRange {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        [self.lo, self.hi].serialize(s)
+    }
+}
+
+/// `[network]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NetworkConfig {
+    /// `network.interface`: take each node's address from this network interface (e.g. `ib0`
+    /// for InfiniBand). Default: the address the scheduler knows the node by.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub interface: Option<String>,
+}
+
+/// `[teardown]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct TeardownConfig {
+    /// `teardown.grace_s`: seconds between SIGTERM and SIGKILL when stopping Ray's process
+    /// groups (1..=300, default 10).
+    pub grace_s: u64,
+}
+
+/// `[slurm]`
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct SlurmConfig {
+    /// `slurm.srun_args`: extra arguments for the one `srun` step that starts an agent on every
+    /// node, e.g. `["--mpi=none"]`. Default: none.
+    pub srun_args: Vec<String>,
+}
+
+/// `scheduler`: which batch scheduler ray-hpc talks to. More will come (LSF, YARN).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+#[non_exhaustive]
+pub enum SchedulerChoice {
+    /// Slurm when `SLURM_JOB_ID` is set, else local.
+    #[default]
+    Auto,
+    Slurm,
+    /// Processes on this machine, no batch scheduler.
+    Local,
+}
+
+impl SchedulerChoice {
+    /// Every choice, in the order messages list them.
+    pub const ALL: &'static [SchedulerChoice] = &[
+        SchedulerChoice::Auto,
+        SchedulerChoice::Slurm,
+        SchedulerChoice::Local,
+    ];
+
+    /// The name used in the file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SchedulerChoice::Auto => "auto",
+            SchedulerChoice::Slurm => "slurm",
+            SchedulerChoice::Local => "local",
+        }
+    }
+}
+
+/// `auth`: whether Ray runs with token authentication.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthMode {
+    /// Ray's token authentication, a fresh token per cluster.
+    #[default]
+    Token,
+    /// No authentication (anyone who reaches the ports can run code as you).
+    None,
+}
+
+impl AuthMode {
+    /// Every mode, in the order messages list them.
+    pub const ALL: &'static [AuthMode] = &[AuthMode::Token, AuthMode::None];
+
+    /// The name used in the file and on the command line.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            AuthMode::Token => "token",
+            AuthMode::None => "none",
+        }
+    }
+}
+
+macro_rules! name_enum_impls {
+    ($t:ty) => {
+        impl fmt::Display for $t {
+            fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str(self.as_str())
+            }
+        }
+
+        impl FromStr for $t {
+            type Err = String;
+
+            fn from_str(s: &str) -> Result<Self, String> {
+                <$t>::ALL
+                    .iter()
+                    .copied()
+                    .find(|c| c.as_str() == s)
+                    .ok_or_else(|| {
+                        let names: Vec<&str> = <$t>::ALL.iter().map(|c| c.as_str()).collect();
+                        format!("{s:?} is not one of {}", names.join(", "))
+                    })
+            }
+        }
+    };
+}
+name_enum_impls!(SchedulerChoice);
+name_enum_impls!(AuthMode);
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            scheduler: SchedulerChoice::Auto,
+            auth: AuthMode::Token,
+            ready_timeout_s: 120,
+            cluster: ClusterConfig::default(),
+            ray: RayConfig::default(),
+            network: NetworkConfig::default(),
+            teardown: TeardownConfig::default(),
+            slurm: SlurmConfig::default(),
+        }
+    }
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        ClusterConfig {
+            name: None,
+            temp_root: PathBuf::from("/tmp"),
+        }
+    }
+}
+
+impl Default for RayConfig {
+    fn default() -> Self {
+        RayConfig {
+            bin: None,
+            head_num_cpus: None,
+            object_store_fraction: 0.3,
+            worker_ports: 100,
+            port_range: PortRange {
+                lo: 20_000,
+                hi: 30_000,
+            },
+            env: BTreeMap::new(),
+        }
+    }
+}
+
+impl Default for TeardownConfig {
+    fn default() -> Self {
+        TeardownConfig { grace_s: 10 }
+    }
+}
+
+impl ClusterConfig {
+    /// `cluster.name`, else `ray-<job_id>`.
+    pub fn name_or_default(&self, job_id: &str) -> String {
+        match &self.name {
+            Some(n) => n.clone(),
+            None => format!("ray-{job_id}"),
+        }
+    }
+}
+
+impl RayConfig {
+    /// `ray.bin`, else `$VIRTUAL_ENV/bin/ray`, else plain `ray` (found on `PATH` when run).
+    pub fn resolve_bin(&self, env: EnvLookup<'_>) -> PathBuf {
+        if let Some(bin) = &self.bin {
+            return bin.clone();
+        }
+        match env("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+            Some(venv) => Path::new(&venv).join("bin").join("ray"),
+            None => PathBuf::from("ray"),
+        }
+    }
+}
+
+impl Config {
+    /// Parse a configuration from TOML text. `origin` (a file name) prefixes every message.
+    /// Returns every problem found, not just the first.
+    pub fn parse(text: &str, origin: &str) -> Result<Config, ConfigError> {
+        parse::parse(text, origin)
+    }
+
+    /// Read and parse a configuration file. Read errors name the path.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let origin = path.display().to_string();
+        let bytes = std::fs::read(path).map_err(|e| {
+            ConfigError::single(&origin, ProblemKind::Read, format!("cannot read: {e}"))
+        })?;
+        match String::from_utf8(bytes) {
+            Ok(text) => Config::parse(&text, &origin),
+            Err(e) => {
+                let good = e.utf8_error().valid_up_to();
+                // The valid prefix is UTF-8, so the position can be computed on it.
+                let prefix = String::from_utf8_lossy(&e.as_bytes()[..good]).into_owned();
+                let problem = ConfigProblem::at(
+                    &prefix,
+                    ProblemKind::Read,
+                    None,
+                    Some(good..good),
+                    "the file is not UTF-8 text (TOML must be UTF-8)".to_string(),
+                );
+                Err(ConfigError::new(&origin, vec![problem]))
+            }
+        }
+    }
+
+    /// Find and load the configuration: `explicit` (`--config FILE`), else `$RAY_HPC_CONFIG`,
+    /// else `<$RAY_HPC_HOME or ~/.ray-hpc>/config.toml` if it exists, else defaults.
+    /// Returns the file used, if any. A file named explicitly or by `$RAY_HPC_CONFIG` must exist.
+    pub fn discover(explicit: Option<&Path>) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        Config::discover_with(explicit, &|k| std::env::var_os(k))
+    }
+
+    /// [`Config::discover`] with the environment looked up through `env`.
+    pub fn discover_with(
+        explicit: Option<&Path>,
+        env: EnvLookup<'_>,
+    ) -> Result<(Config, Option<PathBuf>), ConfigError> {
+        if let Some(path) = explicit {
+            return Ok((Config::load(path)?, Some(path.to_path_buf())));
+        }
+        if let Some(named) = env(CONFIG_ENV).filter(|v| !v.is_empty()) {
+            let path = PathBuf::from(named);
+            return match Config::load(&path) {
+                Ok(cfg) => Ok((cfg, Some(path))),
+                Err(mut e) => {
+                    for p in &mut e.problems {
+                        if p.kind == ProblemKind::Read {
+                            p.message.push_str(&format!(" (named by ${CONFIG_ENV})"));
+                        }
+                    }
+                    Err(e)
+                }
+            };
+        }
+        if let Some(home) = home_dir(env) {
+            let path = home.join("config.toml");
+            // An unreadable directory reads as "exists", so the read error gets reported.
+            if path.try_exists().unwrap_or(true) {
+                return Ok((Config::load(&path)?, Some(path)));
+            }
+        }
+        Ok((Config::default(), None))
+    }
+
+    /// The cluster's name: `cluster.name`, else `ray-<job_id>`.
+    pub fn name_or_default(&self, job_id: &str) -> String {
+        self.cluster.name_or_default(job_id)
+    }
+
+    /// The effective configuration as TOML (defaults filled in; unset optional keys left out).
+    pub fn to_toml(&self) -> Result<String, toml::ser::Error> {
+        toml::to_string(self)
+    }
+
+    /// Things that are allowed but deserve a warning, one line each.
+    pub fn warnings(&self) -> Vec<String> {
+        let mut w = Vec::new();
+        if self.auth == AuthMode::None {
+            w.push(
+                "auth = \"none\": Ray runs without authentication; anyone who can reach its \
+                 ports can run code as you"
+                    .to_string(),
+            );
+        }
+        w
+    }
+}
+
+/// ray-hpc's home directory: `$RAY_HPC_HOME`, else `$HOME/.ray-hpc`; `None` when neither is set.
+pub fn home_dir(env: EnvLookup<'_>) -> Option<PathBuf> {
+    if let Some(h) = env(HOME_ENV).filter(|v| !v.is_empty()) {
+        return Some(PathBuf::from(h));
+    }
+    env("HOME")
+        .filter(|v| !v.is_empty())
+        .map(|h| PathBuf::from(h).join(".ray-hpc"))
+}
+
+/// What `ray-hpc config check FILE` prints when the file is good: `FILE: ok`, any warnings,
+/// then the effective configuration as TOML. On any problem, the error lists them all.
+pub fn check_report(path: &Path) -> Result<String, ConfigError> {
+    let cfg = Config::load(path)?;
+    let origin = path.display().to_string();
+    report(&cfg, &origin)
+}
+
+fn report(cfg: &Config, origin: &str) -> Result<String, ConfigError> {
+    let body = cfg.to_toml().map_err(|e| {
+        ConfigError::single(
+            origin,
+            ProblemKind::Render,
+            format!("cannot write the effective configuration: {e}"),
+        )
+    })?;
+    let mut out = format!("{origin}: ok\n");
+    for w in cfg.warnings() {
+        out.push_str(&format!("{origin}: warning: {w}\n"));
+    }
+    out.push_str("\n# effective configuration (defaults filled in)\n");
+    if cfg.cluster.name.is_none() {
+        out.push_str("# cluster.name unset: ray-<job id>\n");
+    }
+    if cfg.ray.bin.is_none() {
+        out.push_str("# ray.bin unset: $VIRTUAL_ENV/bin/ray, else `ray` on PATH\n");
+    }
+    if cfg.ray.head_num_cpus.is_none() {
+        out.push_str("# ray.head_num_cpus unset: the CPUs the head node was granted\n");
+    }
+    if cfg.network.interface.is_none() {
+        out.push_str("# network.interface unset: the address the scheduler gives each node\n");
+    }
+    out.push_str(&body);
+    Ok(out)
+}
