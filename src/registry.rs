@@ -1,0 +1,313 @@
+//! Cluster records on the (shared) home filesystem, so that commands run later or elsewhere
+//! (`status`, `down`, `submit`, `agent --join`) can find a cluster.
+//!
+//! Layout: `<root>/clusters/<name>/` (mode 0700) holds `cluster.json` and `token` (0600).
+//! The root is `$RAY_HPC_HOME`, else `~/.ray-hpc`.
+
+use std::fs;
+use std::io::Write;
+use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use serde::{Deserialize, Serialize};
+
+/// Version of the cluster.json layout; bumped when a field changes meaning.
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, thiserror::Error)]
+pub enum RegistryError {
+    #[error("cannot find the registry root: neither RAY_HPC_HOME nor HOME is set")]
+    NoHome,
+    #[error("{path}: {why}")]
+    Io { path: PathBuf, why: std::io::Error },
+    #[error("{path} is not a valid cluster record: {why}")]
+    Corrupt { path: PathBuf, why: String },
+    #[error(
+        "a cluster named `{name}` is still {state:?} (job {job_id}); choose another name or end it first"
+    )]
+    NameTaken {
+        name: String,
+        state: ClusterState,
+        job_id: String,
+    },
+    #[error("`{0}` is not a valid cluster name: use 1-64 letters, digits, `-`, `_` or `.`")]
+    BadName(String),
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
+    move |why| RegistryError::Io {
+        path: path.to_path_buf(),
+        why,
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum ClusterState {
+    Queued,
+    Starting,
+    Ready,
+    Ended,
+    Failed,
+}
+
+impl ClusterState {
+    pub fn is_over(self) -> bool {
+        matches!(self, ClusterState::Ended | ClusterState::Failed)
+    }
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq)]
+pub struct NodeRecord {
+    pub rank: u32,
+    pub node_name: String,
+    pub address: String,
+    pub instance_id: String,
+    pub cpus: u32,
+    pub gpus: u32,
+    pub memory_bytes: u64,
+    pub temp_dir: String,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ClusterRecord {
+    pub schema: u32,
+    pub name: String,
+    pub scheduler: String,
+    pub job_id: String,
+    pub state: ClusterState,
+    /// Why the cluster failed or ended, for `status`.
+    #[serde(default)]
+    pub message: Option<String>,
+    pub created_unix: u64,
+    pub updated_unix: u64,
+    pub expected_nodes: u32,
+    pub head_node: String,
+    #[serde(default)]
+    pub head_address: Option<String>,
+    /// host:port of the GCS (what RAY_ADDRESS holds).
+    #[serde(default)]
+    pub gcs_address: Option<String>,
+    #[serde(default)]
+    pub dashboard_url: Option<String>,
+    #[serde(default)]
+    pub client_server_address: Option<String>,
+    /// host:port of the head agent's control service.
+    #[serde(default)]
+    pub control_address: Option<String>,
+    pub auth: String,
+    /// The token file Ray clients use (RAY_AUTH_TOKEN_PATH) when auth is on.
+    #[serde(default)]
+    pub token_path: Option<PathBuf>,
+    #[serde(default)]
+    pub nodes: Vec<NodeRecord>,
+}
+
+/// One cluster's directory in the registry.
+#[derive(Debug, Clone)]
+pub struct ClusterDir {
+    pub name: String,
+    pub path: PathBuf,
+}
+
+pub fn root_from(
+    ray_hpc_home: Option<String>,
+    home: Option<String>,
+) -> Result<PathBuf, RegistryError> {
+    match (
+        ray_hpc_home.filter(|s| !s.is_empty()),
+        home.filter(|s| !s.is_empty()),
+    ) {
+        (Some(root), _) => Ok(PathBuf::from(root)),
+        (None, Some(home)) => Ok(Path::new(&home).join(".ray-hpc")),
+        (None, None) => Err(RegistryError::NoHome),
+    }
+}
+
+pub fn root() -> Result<PathBuf, RegistryError> {
+    root_from(
+        std::env::var("RAY_HPC_HOME").ok(),
+        std::env::var("HOME").ok(),
+    )
+}
+
+pub fn validate_name(name: &str) -> Result<(), RegistryError> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '-' | '_' | '.'))
+        && !name.starts_with('.');
+    if ok {
+        Ok(())
+    } else {
+        Err(RegistryError::BadName(name.to_string()))
+    }
+}
+
+fn mkdir_private(path: &Path) -> Result<(), RegistryError> {
+    fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o700)
+        .create(path)
+        .map_err(io(path))?;
+    // DirBuilder's mode is filtered by the umask and skipped for existing dirs.
+    fs::set_permissions(path, fs::Permissions::from_mode(0o700)).map_err(io(path))
+}
+
+pub fn now_unix() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+impl ClusterDir {
+    pub fn open(root: &Path, name: &str) -> Result<Self, RegistryError> {
+        validate_name(name)?;
+        Ok(ClusterDir {
+            name: name.to_string(),
+            path: root.join("clusters").join(name),
+        })
+    }
+
+    /// Creates (or takes over an ended) cluster directory for a new cluster.
+    pub fn create(root: &Path, name: &str) -> Result<Self, RegistryError> {
+        let dir = Self::open(root, name)?;
+        if let Ok(old) = dir.load() {
+            if !old.state.is_over() {
+                return Err(RegistryError::NameTaken {
+                    name: name.to_string(),
+                    state: old.state,
+                    job_id: old.job_id,
+                });
+            }
+        }
+        mkdir_private(&root.join("clusters"))?;
+        mkdir_private(&dir.path)?;
+        Ok(dir)
+    }
+
+    pub fn record_path(&self) -> PathBuf {
+        self.path.join("cluster.json")
+    }
+
+    pub fn token_path(&self) -> PathBuf {
+        self.path.join("token")
+    }
+
+    pub fn load(&self) -> Result<ClusterRecord, RegistryError> {
+        let path = self.record_path();
+        let text = fs::read_to_string(&path).map_err(io(&path))?;
+        serde_json::from_str(&text).map_err(|e| RegistryError::Corrupt {
+            path,
+            why: e.to_string(),
+        })
+    }
+
+    /// Writes the record atomically (temp file + rename) so readers never see half of it.
+    pub fn save(&self, record: &ClusterRecord) -> Result<(), RegistryError> {
+        let path = self.record_path();
+        let tmp = self.path.join(".cluster.json.tmp");
+        let text = serde_json::to_string_pretty(record).expect("records always serialize");
+        write_private(&tmp, text.as_bytes())?;
+        fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Writes a fresh random token (0600) and returns it.
+    pub fn write_new_token(&self) -> Result<String, RegistryError> {
+        let token = new_token();
+        write_private(&self.token_path(), token.as_bytes())?;
+        Ok(token)
+    }
+}
+
+/// Writes `data` to a new file only the owner can read.
+pub fn write_private(path: &Path, data: &[u8]) -> Result<(), RegistryError> {
+    let _ = fs::remove_file(path);
+    let mut f = fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(io(path))?;
+    f.write_all(data).map_err(io(path))
+}
+
+/// 32 random bytes, hex: the cluster's secret (Ray auth token and control-protocol bearer).
+pub fn new_token() -> String {
+    let bytes: [u8; 32] = rand::random();
+    hex::encode(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn record(name: &str, state: ClusterState) -> ClusterRecord {
+        ClusterRecord {
+            schema: SCHEMA_VERSION,
+            name: name.into(),
+            scheduler: "local".into(),
+            job_id: "1".into(),
+            state,
+            message: None,
+            created_unix: 1,
+            updated_unix: 1,
+            expected_nodes: 1,
+            head_node: "n1".into(),
+            head_address: None,
+            gcs_address: None,
+            dashboard_url: None,
+            client_server_address: None,
+            control_address: None,
+            auth: "token".into(),
+            token_path: None,
+            nodes: vec![],
+        }
+    }
+
+    #[test]
+    fn records_round_trip_with_private_modes() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ClusterDir::create(tmp.path(), "c1").unwrap();
+        dir.save(&record("c1", ClusterState::Starting)).unwrap();
+        let token = dir.write_new_token().unwrap();
+        assert_eq!(token.len(), 64);
+        assert_eq!(fs::read_to_string(dir.token_path()).unwrap(), token);
+        let mode = |p: &Path| fs::metadata(p).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode(&dir.path), 0o700);
+        assert_eq!(mode(&dir.token_path()), 0o600);
+        assert_eq!(mode(&dir.record_path()), 0o600);
+        assert_eq!(dir.load().unwrap().state, ClusterState::Starting);
+    }
+
+    #[test]
+    fn a_live_name_cannot_be_taken_but_an_ended_one_can() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ClusterDir::create(tmp.path(), "c1").unwrap();
+        dir.save(&record("c1", ClusterState::Ready)).unwrap();
+        let err = ClusterDir::create(tmp.path(), "c1").unwrap_err();
+        assert!(err.to_string().contains("still Ready"), "{err}");
+        dir.save(&record("c1", ClusterState::Ended)).unwrap();
+        ClusterDir::create(tmp.path(), "c1").unwrap();
+    }
+
+    #[test]
+    fn names_and_roots() {
+        for bad in ["", "a/b", "..", ".x", &"x".repeat(65), "a b"] {
+            assert!(validate_name(bad).is_err(), "{bad}");
+        }
+        validate_name("ray-1234.a_b").unwrap();
+        assert_eq!(
+            root_from(Some("/r".into()), Some("/h".into())).unwrap(),
+            Path::new("/r")
+        );
+        assert_eq!(
+            root_from(None, Some("/h".into())).unwrap(),
+            Path::new("/h/.ray-hpc")
+        );
+        assert!(root_from(None, None).is_err());
+    }
+}
