@@ -1,0 +1,626 @@
+//! The head agent: runs on the allocation's first node (where the batch script runs). It starts
+//! the Ray head, serves the control protocol, fans worker agents out to the other nodes, waits
+//! until every node joined, runs the driver, and tears everything down.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::ffi::OsString;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+use tokio::sync::{mpsc, watch};
+
+use super::control::{self, ControlService, PlanBase, WorkerEvent};
+use super::node::{self, RunningNode, StartOptions};
+use super::signals::Signals;
+use super::supervisor::{Supervised, tail_file};
+use crate::config::{AuthMode, Config};
+use crate::discovery::{self, DiscoveryOptions, NodeResources};
+use crate::proto::control::node_report::State as ReportState;
+use crate::ray::gcs::GcsClient;
+use crate::ray::launch::{RayNodeSpec, Role, auth_env};
+use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState, NodeRecord};
+use crate::scheduler::{Allocation, Scheduler};
+
+pub struct HeadOptions {
+    pub config: Config,
+    pub config_path: Option<PathBuf>,
+    pub scheduler: Box<dyn Scheduler>,
+    /// The driver command; empty keeps the cluster up until it is stopped.
+    pub driver: Vec<OsString>,
+}
+
+/// Outcome of waiting on something while the cluster runs.
+enum Stop {
+    Signal(i32),
+    Failed(String),
+}
+
+struct Head {
+    config: Config,
+    alloc: Allocation,
+    dir: ClusterDir,
+    record: ClusterRecord,
+    grace: Duration,
+}
+
+impl Head {
+    fn save(&mut self) {
+        self.record.updated_unix = registry::now_unix();
+        if let Err(e) = self.dir.save(&self.record) {
+            tracing::warn!("could not update the cluster record: {e}");
+        }
+    }
+}
+
+/// Runs a whole cluster; returns the process exit code (the driver's, when there is one).
+pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
+    let started = Instant::now();
+    let config = opts.config;
+    let scheduler = opts.scheduler;
+    let alloc = scheduler.allocation()?;
+    if alloc.this_node != alloc.head().name {
+        return Err(anyhow!(
+            "`ray-hpc run` must run on the allocation's first node ({}), not on {}; run it from the batch script, not inside srun",
+            alloc.head().name,
+            alloc.this_node
+        ));
+    }
+    // Everything that can fail without side effects comes first.
+    let ray_bin = crate::ray::find_ray(
+        config.ray.bin.as_deref(),
+        std::env::var("VIRTUAL_ENV").ok().as_deref(),
+        std::env::var("PATH").ok().as_deref(),
+    )?;
+    let grant = scheduler.node_grant(&alloc)?;
+    let host_addresses = scheduler.host_addresses(&alloc)?;
+    let resources = discovery::discover(
+        &grant,
+        &DiscoveryOptions {
+            interface: config.network.interface.clone(),
+            scheduler_address: host_addresses.get(&alloc.this_node).copied(),
+        },
+    )?;
+    let self_exe = std::env::current_exe().context("cannot find the ray-hpc executable")?;
+
+    let name = config.cluster.name_or_default(&alloc.job_id);
+    let root = registry::root()?;
+    let dir = ClusterDir::create(&root, &name)?;
+    let secret = dir.write_new_token()?;
+    let token_path = dir.token_path();
+    let auth_on = config.auth == AuthMode::Token;
+    if !auth_on {
+        tracing::warn!(
+            "auth = \"none\": anyone who can reach this cluster's ports can run code as you"
+        );
+    }
+    let cluster_id: String = hex::encode(rand::random::<[u8; 3]>());
+    let now = registry::now_unix();
+    let record = ClusterRecord {
+        schema: registry::SCHEMA_VERSION,
+        name: name.clone(),
+        scheduler: alloc.scheduler.to_string(),
+        job_id: alloc.job_id.clone(),
+        state: ClusterState::Starting,
+        message: None,
+        created_unix: now,
+        updated_unix: now,
+        expected_nodes: alloc.hosts.len() as u32,
+        head_node: alloc.head().name.clone(),
+        head_address: Some(resources.address.to_string()),
+        gcs_address: None,
+        dashboard_url: None,
+        client_server_address: None,
+        control_address: None,
+        auth: config.auth.as_str().to_string(),
+        token_path: auth_on.then(|| token_path.clone()),
+        nodes: vec![],
+    };
+    let mut head = Head {
+        grace: Duration::from_secs(config.teardown.grace_s),
+        config,
+        alloc,
+        dir,
+        record,
+    };
+    head.save();
+    tracing::info!(
+        "cluster {name}: {} node(s) of {} job {}; head on {} ({})",
+        head.alloc.hosts.len(),
+        head.alloc.scheduler,
+        head.alloc.job_id,
+        head.alloc.this_node,
+        resources.address
+    );
+
+    let mut signals = Signals::new()?;
+    let outcome = run_cluster(
+        &mut head,
+        &mut signals,
+        Bringup {
+            ray_bin,
+            resources,
+            host_addresses,
+            secret,
+            token_path: auth_on.then_some(token_path),
+            cluster_id,
+            self_exe,
+            config_path: opts.config_path,
+            scheduler: scheduler.as_ref(),
+            driver: opts.driver,
+            started,
+        },
+    )
+    .await;
+    let (state, message, code) = match outcome {
+        Ok(code) => (ClusterState::Ended, None, code),
+        Err(Stop::Signal(sig)) => (
+            ClusterState::Ended,
+            Some(format!("stopped by signal {sig}")),
+            128 + sig,
+        ),
+        Err(Stop::Failed(msg)) => {
+            tracing::error!("{msg}");
+            (ClusterState::Failed, Some(first_line(&msg)), 1)
+        }
+    };
+    head.record.state = state;
+    head.record.message = message;
+    head.save();
+    tracing::info!(
+        "cluster {} {}; exit code {code}",
+        head.record.name,
+        if state == ClusterState::Failed {
+            "failed"
+        } else {
+            "ended"
+        }
+    );
+    Ok(code)
+}
+
+fn first_line(s: &str) -> String {
+    s.lines().next().unwrap_or_default().to_string()
+}
+
+struct Bringup<'a> {
+    ray_bin: PathBuf,
+    resources: NodeResources,
+    host_addresses: BTreeMap<String, std::net::IpAddr>,
+    secret: String,
+    token_path: Option<PathBuf>,
+    cluster_id: String,
+    self_exe: PathBuf,
+    config_path: Option<PathBuf>,
+    scheduler: &'a dyn Scheduler,
+    driver: Vec<OsString>,
+    started: Instant,
+}
+
+/// Everything that must be stopped at the end, in the order it is stopped.
+#[derive(Default)]
+struct Running {
+    shutdown: Option<watch::Sender<Option<String>>>,
+    fan_out: Option<Supervised>,
+    head_node: Option<RunningNode>,
+    server: Option<tokio::task::JoinHandle<()>>,
+}
+
+async fn run_cluster(head: &mut Head, signals: &mut Signals, b: Bringup<'_>) -> Result<i32, Stop> {
+    let mut running = Running::default();
+    let result = bring_up_and_drive(head, signals, b, &mut running).await;
+    teardown(head, &mut running).await;
+    result
+}
+
+async fn bring_up_and_drive(
+    head: &mut Head,
+    signals: &mut Signals,
+    b: Bringup<'_>,
+    running: &mut Running,
+) -> Result<i32, Stop> {
+    let cfg = head.config.clone();
+    let alloc = head.alloc.clone();
+    let n_hosts = alloc.hosts.len();
+    let deadline = b.started + Duration::from_secs(cfg.ready_timeout_s);
+    let port_range = (cfg.ray.port_range.lo, cfg.ray.port_range.hi);
+    let node_ip = b.resources.address;
+    let temp_root = cfg.cluster.temp_root.display().to_string();
+    let ray_token = b.token_path.as_ref().map(|_| b.secret.clone());
+
+    // 1. The Ray head, on this node.
+    let head_instance = control::instance_id(&alloc.job_id, 0, n_hosts);
+    let head_temp = PathBuf::from(control::node_temp_dir(&temp_root, &b.cluster_id, 0));
+    let num_cpus = cfg.ray.head_num_cpus.unwrap_or(b.resources.cpus);
+    let memory = b.resources.memory_bytes;
+    let make_spec = |ports| RayNodeSpec {
+        ray_bin: b.ray_bin.clone(),
+        role: Role::Head,
+        node_ip,
+        ports,
+        temp_dir: head_temp.clone(),
+        num_cpus,
+        num_gpus: b.resources.gpus.len() as u32,
+        memory_bytes: memory,
+        object_store_bytes: control::object_store_bytes(
+            memory,
+            b.resources.shm_bytes,
+            cfg.ray.object_store_fraction,
+        ),
+        instance_id: head_instance.clone(),
+        node_type: "head".into(),
+        auth_token_path: b.token_path.clone(),
+        cuda_visible_devices: cuda_visible(&b.resources),
+        extra_env: cfg.ray.env.clone(),
+    };
+    let start_opts = StartOptions {
+        port_range,
+        worker_ports: cfg.ray.worker_ports,
+        deadline,
+        grace: head.grace,
+        attempts: 3,
+    };
+    let started_head = tokio::select! {
+        r = node::start_node(make_spec, ray_token.clone(), &start_opts) => r,
+        sig = signals.recv() => return Err(Stop::Signal(sig)),
+    };
+    let head_node = started_head.map_err(|e| {
+        Stop::Failed(format!(
+            "the Ray head on {} failed to start: {e}",
+            alloc.this_node
+        ))
+    })?;
+    let ports = head_node.spec.ports;
+    let gcs_address = format!("{node_ip}:{}", ports.gcs);
+    running.head_node = Some(head_node);
+    head.record.gcs_address = Some(gcs_address.clone());
+    head.record.dashboard_url = Some(format!("http://{node_ip}:{}", ports.dashboard));
+    head.record.client_server_address = Some(format!("{node_ip}:{}", ports.client_server));
+    head.record.nodes.push(NodeRecord {
+        rank: 0,
+        node_name: alloc.this_node.clone(),
+        address: node_ip.to_string(),
+        instance_id: head_instance.clone(),
+        cpus: num_cpus,
+        gpus: b.resources.gpus.len() as u32,
+        memory_bytes: memory,
+        temp_dir: head_temp.display().to_string(),
+    });
+    tracing::info!(
+        "Ray head up at {gcs_address} after {:.1}s",
+        b.started.elapsed().as_secs_f64()
+    );
+
+    // 2. The control service and the worker agents.
+    let (events_tx, mut events) = mpsc::unbounded_channel();
+    if n_hosts > 1 {
+        let (base_tx, base_rx) = watch::channel(None);
+        let (shutdown_tx, shutdown_rx) = watch::channel(None);
+        running.shutdown = Some(shutdown_tx);
+        let service = ControlService::new(
+            base_rx,
+            shutdown_rx,
+            events_tx,
+            Duration::from_secs(cfg.ready_timeout_s),
+        );
+        let mut picker = crate::ray::ports::PortPicker::new(port_range.0, port_range.1);
+        let listener = control::bind(node_ip, &mut picker)
+            .await
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        let control_addr = listener
+            .local_addr()
+            .map_err(|e| Stop::Failed(e.to_string()))?;
+        let server = control::server(service, &b.secret);
+        running.server = Some(tokio::spawn(async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            if let Err(e) = tonic::transport::Server::builder()
+                .add_service(server)
+                .serve_with_incoming(incoming)
+                .await
+            {
+                tracing::error!("control service failed: {e}");
+            }
+        }));
+        base_tx.send_replace(Some(PlanBase {
+            cluster_name: head.record.name.clone(),
+            cluster_id: b.cluster_id.clone(),
+            gcs_address: gcs_address.clone(),
+            ray_auth_token: ray_token.clone(),
+            temp_root: temp_root.clone(),
+            object_store_fraction: cfg.ray.object_store_fraction,
+            host_addresses: b.host_addresses.clone(),
+            env: cfg.ray.env.clone(),
+        }));
+        head.record.control_address = Some(control_addr.to_string());
+        head.save();
+
+        let mut argv: Vec<OsString> = vec![
+            b.self_exe.clone().into(),
+            "agent".into(),
+            "--control".into(),
+            format!("http://{control_addr}").into(),
+            "--scheduler".into(),
+            b.scheduler.name().into(),
+        ];
+        if let Some(p) = &b.config_path {
+            argv.push("--config".into());
+            argv.push(p.clone().into());
+        }
+        let mut cmd = b
+            .scheduler
+            .fan_out(&alloc, &argv, &cfg.slurm.srun_args)
+            .map_err(|e| Stop::Failed(e.to_string()))?
+            .expect("several hosts always fan out");
+        cmd.env(control::SECRET_ENV, &b.secret);
+        let log = head.dir.path.join("agents.log");
+        let _ = std::fs::remove_file(&log);
+        let fan_out = Supervised::spawn(cmd, &log, "worker agents").map_err(|e| {
+            Stop::Failed(format!(
+                "cannot start the worker agents ({}): {e}",
+                b.scheduler.name()
+            ))
+        })?;
+        running.fan_out = Some(fan_out);
+    } else {
+        head.save();
+    }
+
+    // 3. Wait until every node is in the GCS.
+    let gcs = GcsClient::connect(&gcs_address, ray_token.clone(), Duration::from_secs(10))
+        .await
+        .map_err(|e| Stop::Failed(e.to_string()))?;
+    let expected: BTreeMap<String, String> = alloc
+        .hosts
+        .iter()
+        .enumerate()
+        .map(|(rank, h)| {
+            (
+                control::instance_id(&alloc.job_id, rank as u32, n_hosts),
+                h.name.clone(),
+            )
+        })
+        .collect();
+    let mut failures: BTreeMap<String, String> = BTreeMap::new();
+    let mut registered: BTreeMap<String, crate::proto::control::StartPlan> = BTreeMap::new();
+    let mut registrations: BTreeMap<String, crate::proto::control::RegisterRequest> =
+        BTreeMap::new();
+    loop {
+        let joined: BTreeSet<String> = match gcs.cluster_resource_state().await {
+            Ok(state) => state
+                .node_states
+                .iter()
+                .filter(|n| node::is_alive(n))
+                .map(|n| n.instance_id.clone())
+                .collect(),
+            Err(e) => {
+                tracing::debug!("GCS not answering: {e}");
+                BTreeSet::new()
+            }
+        };
+        let missing: Vec<&String> = expected.keys().filter(|k| !joined.contains(*k)).collect();
+        if missing.is_empty() {
+            break;
+        }
+        if let Some((key, logs)) = failures.iter().next() {
+            return Err(Stop::Failed(format!(
+                "the Ray node on {} failed to start; tearing the cluster down.\n{logs}",
+                expected.get(key).cloned().unwrap_or_else(|| key.clone())
+            )));
+        }
+        if let Some(f) = running.fan_out.as_mut() {
+            if let Some(status) = f.try_exited() {
+                return Err(Stop::Failed(format!(
+                    "the worker agents' {} step ended ({status}) before every node joined; its output:\n{}",
+                    b.scheduler.name(),
+                    tail_file(f.log_path(), 40)
+                )));
+            }
+        }
+        if let Some(h) = running.head_node.as_mut() {
+            if let Some(status) = h.process.try_exited() {
+                return Err(Stop::Failed(format!(
+                    "the Ray head exited ({status}) during bring-up"
+                )));
+            }
+        }
+        if Instant::now() >= deadline {
+            let names: Vec<String> = missing.iter().map(|k| expected[*k].clone()).collect();
+            let mut msg = format!(
+                "{} of {n_hosts} node(s) did not join within {} s: {}; tearing the cluster down.",
+                names.len(),
+                cfg.ready_timeout_s,
+                names.join(", ")
+            );
+            for k in &missing {
+                if !registrations.contains_key(*k) {
+                    msg.push_str(&format!(
+                        "\n{}: its agent never registered with the head",
+                        expected[*k]
+                    ));
+                }
+            }
+            if let Some(f) = running.fan_out.as_ref() {
+                msg.push_str(&format!(
+                    "\nworker agents' output ({}):\n{}",
+                    f.log_path().display(),
+                    tail_file(f.log_path(), 40)
+                ));
+            }
+            return Err(Stop::Failed(msg));
+        }
+        tokio::select! {
+            sig = signals.recv() => return Err(Stop::Signal(sig)),
+            ev = events.recv() => if let Some(ev) = ev {
+                absorb(ev, &mut registrations, &mut registered, &mut failures);
+            },
+            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+        }
+    }
+    while let Ok(ev) = events.try_recv() {
+        absorb(ev, &mut registrations, &mut registered, &mut failures);
+    }
+    for (key, req) in &registrations {
+        let res = req.resources.clone().unwrap_or_default();
+        let plan = &registered[key];
+        head.record.nodes.push(NodeRecord {
+            rank: req.rank,
+            node_name: req.node_name.clone(),
+            address: plan.node_address.clone(),
+            instance_id: key.clone(),
+            cpus: res.cpus,
+            gpus: res.gpu_indices.len() as u32,
+            memory_bytes: res.memory_bytes,
+            temp_dir: plan.temp_dir.clone(),
+        });
+    }
+    head.record.nodes.sort_by_key(|n| n.rank);
+    head.record.state = ClusterState::Ready;
+    head.save();
+    let cpus: u32 = head.record.nodes.iter().map(|n| n.cpus).sum();
+    let gpus: u32 = head.record.nodes.iter().map(|n| n.gpus).sum();
+    tracing::info!(
+        "cluster {} ready: {n_hosts} node(s), {cpus} CPU(s), {gpus} GPU(s) in {:.1}s; RAY_ADDRESS={gcs_address}, dashboard {}",
+        head.record.name,
+        b.started.elapsed().as_secs_f64(),
+        head.record.dashboard_url.as_deref().unwrap_or("-")
+    );
+
+    // 4. The driver, or wait to be stopped.
+    if b.driver.is_empty() {
+        tracing::info!("no driver command: the cluster stays up until this job is stopped");
+    }
+    let mut driver = if b.driver.is_empty() {
+        None
+    } else {
+        let mut cmd = tokio::process::Command::new(&b.driver[0]);
+        cmd.args(&b.driver[1..])
+            .env("RAY_ADDRESS", &gcs_address)
+            .env_remove(control::SECRET_ENV)
+            .env_remove("RAY_AUTH_TOKEN")
+            .envs(auth_env(b.token_path.as_deref()));
+        Some(cmd.spawn().map_err(|e| {
+            Stop::Failed(format!(
+                "cannot run the driver `{}`: {e}",
+                b.driver[0].to_string_lossy()
+            ))
+        })?)
+    };
+    loop {
+        let head_exit = async {
+            match running.head_node.as_mut() {
+                Some(h) => h.process.wait().await,
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            status = async { driver.as_mut().unwrap().wait().await }, if driver.is_some() => {
+                let code = exit_code(status.map_err(|e| Stop::Failed(format!("waiting for the driver: {e}")))?);
+                tracing::info!("driver exited with code {code}");
+                return Ok(code);
+            }
+            sig = signals.recv() => {
+                if let Some(d) = driver.as_mut() {
+                    stop_driver(d, sig, head.grace).await;
+                }
+                return Err(Stop::Signal(sig));
+            }
+            status = head_exit => {
+                if let Some(d) = driver.as_mut() {
+                    stop_driver(d, libc::SIGTERM, head.grace).await;
+                }
+                let logs = running.head_node.as_ref().map(|h| super::supervisor::ray_failure_logs(h.process.log_path(), &h.spec.temp_dir, 30)).unwrap_or_default();
+                return Err(Stop::Failed(format!("the Ray head exited ({status}) while the cluster was running\n{logs}")));
+            }
+            ev = events.recv() => match ev {
+                Some(WorkerEvent::Report(r)) if r.state == ReportState::Failed as i32 => {
+                    tracing::warn!("node {} failed: {}\n{}", r.node_key, r.message, r.log_tail);
+                }
+                Some(_) => {}
+                None => std::future::pending::<()>().await,
+            },
+        }
+    }
+}
+
+fn absorb(
+    ev: WorkerEvent,
+    registrations: &mut BTreeMap<String, crate::proto::control::RegisterRequest>,
+    plans: &mut BTreeMap<String, crate::proto::control::StartPlan>,
+    failures: &mut BTreeMap<String, String>,
+) {
+    match ev {
+        WorkerEvent::Registered(registered) => {
+            let (req, plan) = *registered;
+            tracing::info!(
+                "agent on {} registered ({} CPU(s), {} GPU(s))",
+                req.node_name,
+                req.resources.as_ref().map(|r| r.cpus).unwrap_or(0),
+                req.resources
+                    .as_ref()
+                    .map(|r| r.gpu_indices.len())
+                    .unwrap_or(0)
+            );
+            plans.insert(req.node_key.clone(), plan);
+            registrations.insert(req.node_key.clone(), req);
+        }
+        WorkerEvent::Report(r) if r.state == ReportState::Failed as i32 => {
+            failures.insert(r.node_key.clone(), format!("{}\n{}", r.message, r.log_tail));
+        }
+        WorkerEvent::Report(_) => {}
+    }
+}
+
+fn cuda_visible(r: &NodeResources) -> Option<String> {
+    (!r.gpus.is_empty()).then(|| {
+        r.gpus
+            .iter()
+            .map(|g| g.uuid.clone())
+            .collect::<Vec<_>>()
+            .join(",")
+    })
+}
+
+fn exit_code(status: std::process::ExitStatus) -> i32 {
+    use std::os::unix::process::ExitStatusExt;
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(1)
+}
+
+/// Passes the signal to the driver, then SIGKILL if it has not exited after the grace period.
+async fn stop_driver(driver: &mut tokio::process::Child, sig: i32, grace: Duration) {
+    if let Some(pid) = driver.id() {
+        let sig =
+            nix::sys::signal::Signal::try_from(sig).unwrap_or(nix::sys::signal::Signal::SIGTERM);
+        let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
+    }
+    if tokio::time::timeout(grace, driver.wait()).await.is_err() {
+        tracing::warn!("driver still running {grace:?} after the signal: SIGKILL");
+        let _ = driver.kill().await;
+    }
+}
+
+/// Stops workers first (their agents tear down their raylets), then the head's Ray.
+async fn teardown(head: &mut Head, running: &mut Running) {
+    let started = Instant::now();
+    if let Some(tx) = running.shutdown.take() {
+        tx.send_replace(Some("the cluster is ending".into()));
+        // Keep the sender alive until the workers are gone so their streams end cleanly.
+        if let Some(f) = running.fan_out.as_mut() {
+            let wait = head.grace + Duration::from_secs(10);
+            if tokio::time::timeout(wait, f.wait()).await.is_err() {
+                tracing::warn!("worker agents did not exit within {wait:?}; stopping their step");
+            }
+            f.stop(head.grace).await;
+        }
+        drop(tx);
+    }
+    if let Some(node) = running.head_node.as_mut() {
+        node::stop_node(node, head.grace).await;
+    }
+    if let Some(server) = running.server.take() {
+        server.abort();
+    }
+    tracing::info!("teardown took {:.1}s", started.elapsed().as_secs_f64());
+}

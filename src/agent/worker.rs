@@ -1,0 +1,218 @@
+//! The worker agent: one per non-head node. It discovers its node, registers with the head
+//! agent, starts its raylet from the plan, and tears it down when the head says so, when the
+//! head is gone, or on a signal.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, anyhow};
+
+use super::control::{self, HEAD_SILENCE};
+use super::node::{self, StartOptions};
+use super::signals::Signals;
+use crate::config::Config;
+use crate::discovery::{self, DiscoveryOptions};
+use crate::proto::control::node_report::State as ReportState;
+use crate::proto::control::{AttendRequest, NodeReport, RegisterRequest, directive};
+use crate::ray::launch::{RayNodeSpec, Role};
+use crate::registry::write_private;
+use crate::scheduler::Scheduler;
+
+pub struct WorkerOptions {
+    pub config: Config,
+    pub scheduler: Box<dyn Scheduler>,
+    /// http://host:port of the head agent's control service.
+    pub control: String,
+    pub secret: String,
+}
+
+pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
+    let cfg = &opts.config;
+    let started = Instant::now();
+    let deadline = started + Duration::from_secs(cfg.ready_timeout_s);
+    let grace = Duration::from_secs(cfg.teardown.grace_s);
+    let ray_bin = crate::ray::find_ray(
+        cfg.ray.bin.as_deref(),
+        std::env::var("VIRTUAL_ENV").ok().as_deref(),
+        std::env::var("PATH").ok().as_deref(),
+    )?;
+    let alloc = opts.scheduler.allocation()?;
+    let rank = alloc
+        .rank_of(&alloc.this_node)
+        .ok_or_else(|| anyhow!("node {} is not in the allocation", alloc.this_node))?
+        as u32;
+    let grant = opts.scheduler.node_grant(&alloc)?;
+    let resources = discovery::discover(
+        &grant,
+        &DiscoveryOptions {
+            interface: cfg.network.interface.clone(),
+            scheduler_address: None,
+        },
+    )?;
+    let node_key = control::instance_id(&alloc.job_id, rank, alloc.hosts.len());
+    let mut signals = Signals::new()?;
+
+    // Register: the head may still be starting, so retry until the deadline.
+    let request = RegisterRequest {
+        node_key: node_key.clone(),
+        job_id: alloc.job_id.clone(),
+        rank,
+        node_name: alloc.this_node.clone(),
+        hostname: resources.hostname.clone(),
+        node_address: if cfg.network.interface.is_some() {
+            resources.address.to_string()
+        } else {
+            String::new()
+        },
+        resources: Some(control::resources_of(&resources)),
+        ports: None,
+        node_type: String::new(),
+    };
+    let (mut client, plan) = loop {
+        let attempt = async {
+            let mut client =
+                control::connect(&opts.control, &opts.secret, Duration::from_secs(5)).await?;
+            let plan = client.register(request.clone()).await?.into_inner();
+            anyhow::Ok((client, plan))
+        };
+        tokio::select! {
+            r = attempt => match r {
+                Ok(ok) => break ok,
+                Err(e) if Instant::now() < deadline => {
+                    tracing::debug!("registering with {}: {e:#}", opts.control);
+                }
+                Err(e) => return Err(e.context(format!("could not register with the head agent at {}", opts.control))),
+            },
+            sig = signals.recv() => return Ok(128 + sig),
+        }
+        tokio::time::sleep(Duration::from_millis(300)).await;
+    };
+    tracing::info!(
+        "node {} (rank {rank}) registered; joining {} as {}",
+        alloc.this_node,
+        plan.gcs_address,
+        plan.node_address
+    );
+
+    let temp_dir = PathBuf::from(&plan.temp_dir);
+    let token = (!plan.ray_auth_token.is_empty()).then(|| plan.ray_auth_token.clone());
+    let res = plan.resources.clone().unwrap_or_default();
+    let node_ip = plan
+        .node_address
+        .parse()
+        .with_context(|| format!("the head sent a bad node address {:?}", plan.node_address))?;
+    let token_file = PathBuf::from(format!("{}.token", plan.temp_dir));
+    if let Some(t) = &token {
+        write_private(&token_file, t.as_bytes())?;
+    }
+    let cuda = (!res.gpu_uuids.is_empty()).then(|| res.gpu_uuids.join(","));
+    let make_spec = |ports| RayNodeSpec {
+        ray_bin: ray_bin.clone(),
+        role: Role::Worker {
+            gcs_address: plan.gcs_address.clone(),
+        },
+        node_ip,
+        ports,
+        temp_dir: temp_dir.clone(),
+        num_cpus: res.cpus,
+        num_gpus: res.gpu_indices.len() as u32,
+        memory_bytes: res.memory_bytes,
+        object_store_bytes: plan.object_store_bytes,
+        instance_id: plan.instance_id.clone(),
+        node_type: plan.node_type.clone(),
+        auth_token_path: token.as_ref().map(|_| token_file.clone()),
+        cuda_visible_devices: cuda.clone(),
+        extra_env: plan.env.clone().into_iter().collect(),
+    };
+    let start_opts = StartOptions {
+        port_range: (cfg.ray.port_range.lo, cfg.ray.port_range.hi),
+        worker_ports: cfg.ray.worker_ports,
+        deadline,
+        grace,
+        attempts: 3,
+    };
+    let report = |state: ReportState, message: String, log_tail: String| NodeReport {
+        node_key: node_key.clone(),
+        state: state as i32,
+        message,
+        log_tail,
+    };
+    let _ = client
+        .report(report(ReportState::Starting, String::new(), String::new()))
+        .await;
+    let started_node = tokio::select! {
+        r = node::start_node(make_spec, token.clone(), &start_opts) => r,
+        sig = signals.recv() => {
+            let _ = std::fs::remove_file(&token_file);
+            return Ok(128 + sig);
+        }
+    };
+    let mut running = match started_node {
+        Ok(n) => n,
+        Err(e) => {
+            let _ = std::fs::remove_file(&token_file);
+            let _ = client
+                .report(report(
+                    ReportState::Failed,
+                    e.message.clone(),
+                    e.logs.clone(),
+                ))
+                .await;
+            return Err(anyhow!("{e}"));
+        }
+    };
+    tracing::info!(
+        "raylet of node {} up (node id {})",
+        alloc.this_node,
+        &running.node_id[..running.node_id.len().min(12)]
+    );
+
+    // Serve until told otherwise.
+    let mut stream = client
+        .attend(AttendRequest {
+            node_key: node_key.clone(),
+        })
+        .await
+        .map(|r| r.into_inner());
+    let code = loop {
+        let next = async {
+            match stream.as_mut() {
+                Ok(s) => tokio::time::timeout(HEAD_SILENCE, s.message()).await,
+                Err(_) => Ok(Ok(None)),
+            }
+        };
+        tokio::select! {
+            msg = next => match msg {
+                Ok(Ok(Some(d))) => match d.kind {
+                    Some(directive::Kind::Shutdown(s)) => {
+                        tracing::info!("head says shut down: {}", s.reason);
+                        break 0;
+                    }
+                    _ => continue,
+                },
+                Ok(Ok(None)) | Ok(Err(_)) => {
+                    tracing::warn!("lost the head agent; tearing down");
+                    break 1;
+                }
+                Err(_) => {
+                    tracing::warn!("no word from the head agent for {HEAD_SILENCE:?}; tearing down");
+                    break 1;
+                }
+            },
+            status = running.process.wait() => {
+                let logs = super::supervisor::ray_failure_logs(running.process.log_path(), &running.spec.temp_dir, 30);
+                let msg = format!("the raylet on {} exited ({status})", alloc.this_node);
+                tracing::error!("{msg}\n{logs}");
+                let _ = client.report(report(ReportState::Failed, msg, logs)).await;
+                break 1;
+            }
+            sig = signals.recv() => break 128 + sig,
+        }
+    };
+    node::stop_node(&mut running, grace).await;
+    let _ = std::fs::remove_file(&token_file);
+    let _ = client
+        .report(report(ReportState::Stopped, String::new(), String::new()))
+        .await;
+    Ok(code)
+}

@@ -1,0 +1,99 @@
+//! Command-line entry points: one module per command.
+
+mod agent;
+mod config;
+mod discover;
+mod run;
+
+use std::path::PathBuf;
+
+use clap::{Parser, Subcommand, ValueEnum};
+
+use crate::config::{Config, SchedulerChoice};
+
+#[derive(Parser)]
+#[command(
+    name = "ray-hpc",
+    version,
+    about = "Run the real Ray on HPC batch schedulers",
+    long_about = "Run the real Ray on HPC batch schedulers.\n\nInside a job: `ray-hpc run -- python driver.py` starts a Ray cluster on every node of the allocation, runs the driver on the first node and exits with its exit code."
+)]
+struct Cli {
+    /// Config file (default: $RAY_HPC_CONFIG, else ~/.ray-hpc/config.toml if it exists).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Which scheduler's allocation to use (overrides the config's `scheduler`).
+    #[arg(long, global = true, value_enum)]
+    scheduler: Option<SchedulerArg>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum SchedulerArg {
+    Auto,
+    Slurm,
+    Local,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start a Ray cluster on this allocation, run the driver on the head node, tear it all down.
+    Run(run::Args),
+    /// Show what this process may use on this node (CPUs, GPUs, memory, address).
+    Discover(discover::Args),
+    /// Check a config file.
+    #[command(subcommand)]
+    Config(config::Command),
+    /// A worker agent (started by `ray-hpc run` on the other nodes; not for direct use).
+    #[command(hide = true)]
+    Agent(agent::Args),
+}
+
+/// Loads the config and applies command-line overrides.
+fn load_config(cli: &Cli) -> anyhow::Result<(Config, Option<PathBuf>)> {
+    let (mut config, path) = Config::discover(cli.config.as_deref())?;
+    if let Some(s) = cli.scheduler {
+        config.scheduler = match s {
+            SchedulerArg::Auto => SchedulerChoice::Auto,
+            SchedulerArg::Slurm => SchedulerChoice::Slurm,
+            SchedulerArg::Local => SchedulerChoice::Local,
+        };
+    }
+    Ok((config, path))
+}
+
+fn init_logging() {
+    let filter = tracing_subscriber::EnvFilter::try_from_env("RAY_HPC_LOG")
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(false)
+        .try_init();
+}
+
+pub fn main() -> i32 {
+    let cli = Cli::parse();
+    init_logging();
+    let result = match &cli.command {
+        Command::Config(c) => config::run(c),
+        Command::Discover(a) => load_config(&cli).and_then(|(cfg, _)| discover::run(a, &cfg)),
+        Command::Run(a) => load_config(&cli).and_then(|(cfg, path)| run::run(a, cfg, path)),
+        Command::Agent(a) => load_config(&cli).and_then(|(cfg, _)| agent::run(a, cfg)),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("ray-hpc: error: {e:#}");
+            2
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    Ok(tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()?)
+}

@@ -1,0 +1,32 @@
+//! `ray-hpc run [-- DRIVER...]`: a whole cluster for the life of this command.
+
+use std::ffi::OsString;
+use std::path::PathBuf;
+
+use crate::agent::head::{self, HeadOptions};
+use crate::config::Config;
+use crate::scheduler;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Cluster name in the registry (default: the config's `cluster.name`, else ray-<job id>).
+    #[arg(long)]
+    name: Option<String>,
+    /// The driver command, run on the head node with RAY_ADDRESS set. Without one the cluster
+    /// stays up until this command is stopped.
+    #[arg(last = true, value_name = "DRIVER")]
+    driver: Vec<OsString>,
+}
+
+pub fn run(args: &Args, mut config: Config, config_path: Option<PathBuf>) -> anyhow::Result<i32> {
+    if let Some(name) = &args.name {
+        config.cluster.name = Some(name.clone());
+    }
+    let scheduler = scheduler::select(config.scheduler, scheduler::process_env())?;
+    super::runtime()?.block_on(head::run(HeadOptions {
+        config,
+        config_path,
+        scheduler,
+        driver: args.driver.clone(),
+    }))
+}
