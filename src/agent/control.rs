@@ -39,7 +39,12 @@ pub struct PlanBase {
     pub object_store_fraction: f64,
     pub host_addresses: BTreeMap<String, IpAddr>,
     pub env: BTreeMap<String, String>,
+    /// When the head gives up waiting for nodes.
+    pub ready_deadline: std::time::Instant,
 }
+
+/// Nodes must report a failure this long before the head's deadline, so it can show their logs.
+pub const REPORT_MARGIN: Duration = Duration::from_secs(3);
 
 /// Temp dir of rank `rank`: short, per cluster and per node (several nodes may share a host).
 pub fn node_temp_dir(temp_root: &str, cluster_id: &str, rank: u32) -> String {
@@ -98,6 +103,12 @@ impl PlanBase {
             ),
             resources: Some(res),
             env: self.env.clone().into_iter().collect(),
+            join_timeout_ms: self
+                .ready_deadline
+                .saturating_duration_since(std::time::Instant::now())
+                .saturating_sub(REPORT_MARGIN)
+                .max(Duration::from_secs(1))
+                .as_millis() as u64,
         })
     }
 }
@@ -333,6 +344,7 @@ mod tests {
             object_store_fraction: 0.3,
             host_addresses: BTreeMap::from([("n2".into(), "127.0.0.12".parse().unwrap())]),
             env: BTreeMap::new(),
+            ready_deadline: std::time::Instant::now() + Duration::from_secs(60),
         }
     }
 
@@ -360,6 +372,11 @@ mod tests {
         assert_eq!(plan.temp_dir, "/tmp/rh-abc123-1");
         assert_eq!(plan.instance_id, "9.1");
         assert_eq!(plan.ray_auth_token, "tok");
+        let join = Duration::from_millis(plan.join_timeout_ms);
+        assert!(
+            join <= Duration::from_secs(57) && join > Duration::from_secs(50),
+            "{join:?}"
+        );
         let plan = base().plan_for(&request("n2", "10.0.0.5")).unwrap();
         assert_eq!(plan.node_address, "10.0.0.5");
         let err = base().plan_for(&request("n7", "")).unwrap_err();

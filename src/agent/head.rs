@@ -159,10 +159,7 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
             Some(format!("stopped by signal {sig}")),
             128 + sig,
         ),
-        Err(Stop::Failed(msg)) => {
-            tracing::error!("{msg}");
-            (ClusterState::Failed, Some(first_line(&msg)), 1)
-        }
+        Err(Stop::Failed(msg)) => (ClusterState::Failed, Some(first_line(&msg)), 1),
     };
     head.record.state = state;
     head.record.message = message;
@@ -209,6 +206,9 @@ struct Running {
 async fn run_cluster(head: &mut Head, signals: &mut Signals, b: Bringup<'_>) -> Result<i32, Stop> {
     let mut running = Running::default();
     let result = bring_up_and_drive(head, signals, b, &mut running).await;
+    if let Err(Stop::Failed(msg)) = &result {
+        tracing::error!("{msg}");
+    }
     teardown(head, &mut running).await;
     result
 }
@@ -222,7 +222,8 @@ async fn bring_up_and_drive(
     let cfg = head.config.clone();
     let alloc = head.alloc.clone();
     let n_hosts = alloc.hosts.len();
-    let deadline = b.started + Duration::from_secs(cfg.ready_timeout_s);
+    let mut deadline = b.started + Duration::from_secs(cfg.ready_timeout_s);
+    let mut first_failure: Option<Instant> = None;
     let port_range = (cfg.ray.port_range.lo, cfg.ray.port_range.hi);
     let node_ip = b.resources.address;
     let temp_root = cfg.cluster.temp_root.display().to_string();
@@ -330,6 +331,7 @@ async fn bring_up_and_drive(
             object_store_fraction: cfg.ray.object_store_fraction,
             host_addresses: b.host_addresses.clone(),
             env: cfg.ray.env.clone(),
+            ready_deadline: deadline,
         }));
         head.record.control_address = Some(control_addr.to_string());
         head.save();
@@ -381,7 +383,6 @@ async fn bring_up_and_drive(
         })
         .collect();
     let mut failures: BTreeMap<String, String> = BTreeMap::new();
-    let mut registered: BTreeMap<String, crate::proto::control::StartPlan> = BTreeMap::new();
     let mut registrations: BTreeMap<String, crate::proto::control::RegisterRequest> =
         BTreeMap::new();
     loop {
@@ -401,20 +402,12 @@ async fn bring_up_and_drive(
         if missing.is_empty() {
             break;
         }
-        if let Some((key, logs)) = failures.iter().next() {
-            return Err(Stop::Failed(format!(
-                "the Ray node on {} failed to start; tearing the cluster down.\n{logs}",
-                expected.get(key).cloned().unwrap_or_else(|| key.clone())
-            )));
-        }
-        if let Some(f) = running.fan_out.as_mut() {
-            if let Some(status) = f.try_exited() {
-                return Err(Stop::Failed(format!(
-                    "the worker agents' {} step ended ({status}) before every node joined; its output:\n{}",
-                    b.scheduler.name(),
-                    tail_file(f.log_path(), 40)
-                )));
-            }
+        let step_ended = running.fan_out.as_mut().and_then(|f| f.try_exited());
+        // A node that failed ends the wait soon, but not at once: others may be reporting too.
+        if !failures.is_empty() || step_ended.is_some() {
+            deadline = deadline.min(
+                *first_failure.get_or_insert_with(|| Instant::now() + Duration::from_millis(1500)),
+            );
         }
         if let Some(h) = running.head_node.as_mut() {
             if let Some(status) = h.process.try_exited() {
@@ -426,22 +419,25 @@ async fn bring_up_and_drive(
         if Instant::now() >= deadline {
             let names: Vec<String> = missing.iter().map(|k| expected[*k].clone()).collect();
             let mut msg = format!(
-                "{} of {n_hosts} node(s) did not join within {} s: {}; tearing the cluster down.",
+                "{} of {n_hosts} node(s) did not come up (ready_timeout_s = {}): {}; tearing the cluster down.",
                 names.len(),
                 cfg.ready_timeout_s,
                 names.join(", ")
             );
             for k in &missing {
-                if !registrations.contains_key(*k) {
-                    msg.push_str(&format!(
-                        "\n{}: its agent never registered with the head",
-                        expected[*k]
-                    ));
-                }
+                let why = match (failures.get(*k), registrations.contains_key(*k)) {
+                    (Some(report), _) => report.clone(),
+                    (None, true) => "registered, but its node did not join the GCS in time".into(),
+                    (None, false) => "its agent never registered with the head".into(),
+                };
+                msg.push_str(&format!("\n=== {} ===\n{}", expected[*k], why.trim_end()));
             }
             if let Some(f) = running.fan_out.as_ref() {
+                let ended = step_ended
+                    .map(|st| format!("; the {} step ended: {st}", b.scheduler.name()))
+                    .unwrap_or_default();
                 msg.push_str(&format!(
-                    "\nworker agents' output ({}):\n{}",
+                    "\n=== worker agents' output ({}{ended}) ===\n{}",
                     f.log_path().display(),
                     tail_file(f.log_path(), 40)
                 ));
@@ -451,27 +447,18 @@ async fn bring_up_and_drive(
         tokio::select! {
             sig = signals.recv() => return Err(Stop::Signal(sig)),
             ev = events.recv() => if let Some(ev) = ev {
-                absorb(ev, &mut registrations, &mut registered, &mut failures);
+                if let Some(node) = absorb(ev, &mut registrations, &mut failures) {
+                    head.record.nodes.push(node);
+                    head.save();
+                }
             },
             _ = tokio::time::sleep(Duration::from_millis(250)) => {}
         }
     }
     while let Ok(ev) = events.try_recv() {
-        absorb(ev, &mut registrations, &mut registered, &mut failures);
-    }
-    for (key, req) in &registrations {
-        let res = req.resources.clone().unwrap_or_default();
-        let plan = &registered[key];
-        head.record.nodes.push(NodeRecord {
-            rank: req.rank,
-            node_name: req.node_name.clone(),
-            address: plan.node_address.clone(),
-            instance_id: key.clone(),
-            cpus: res.cpus,
-            gpus: res.gpu_indices.len() as u32,
-            memory_bytes: res.memory_bytes,
-            temp_dir: plan.temp_dir.clone(),
-        });
+        if let Some(node) = absorb(ev, &mut registrations, &mut failures) {
+            head.record.nodes.push(node);
+        }
     }
     head.record.nodes.sort_by_key(|n| n.rank);
     head.record.state = ClusterState::Ready;
@@ -542,31 +529,41 @@ async fn bring_up_and_drive(
     }
 }
 
+/// Takes in one event from the control service; a newly registered node comes back as the
+/// record to keep for it.
 fn absorb(
     ev: WorkerEvent,
     registrations: &mut BTreeMap<String, crate::proto::control::RegisterRequest>,
-    plans: &mut BTreeMap<String, crate::proto::control::StartPlan>,
     failures: &mut BTreeMap<String, String>,
-) {
+) -> Option<NodeRecord> {
     match ev {
         WorkerEvent::Registered(registered) => {
             let (req, plan) = *registered;
+            let res = req.resources.clone().unwrap_or_default();
             tracing::info!(
                 "agent on {} registered ({} CPU(s), {} GPU(s))",
                 req.node_name,
-                req.resources.as_ref().map(|r| r.cpus).unwrap_or(0),
-                req.resources
-                    .as_ref()
-                    .map(|r| r.gpu_indices.len())
-                    .unwrap_or(0)
+                res.cpus,
+                res.gpu_indices.len()
             );
-            plans.insert(req.node_key.clone(), plan);
-            registrations.insert(req.node_key.clone(), req);
+            let node = NodeRecord {
+                rank: req.rank,
+                node_name: req.node_name.clone(),
+                address: plan.node_address.clone(),
+                instance_id: req.node_key.clone(),
+                cpus: res.cpus,
+                gpus: res.gpu_indices.len() as u32,
+                memory_bytes: res.memory_bytes,
+                temp_dir: plan.temp_dir.clone(),
+            };
+            let new = registrations.insert(req.node_key.clone(), req).is_none();
+            new.then_some(node)
         }
         WorkerEvent::Report(r) if r.state == ReportState::Failed as i32 => {
             failures.insert(r.node_key.clone(), format!("{}\n{}", r.message, r.log_tail));
+            None
         }
-        WorkerEvent::Report(_) => {}
+        WorkerEvent::Report(_) => None,
     }
 }
 
@@ -601,24 +598,32 @@ async fn stop_driver(driver: &mut tokio::process::Child, sig: i32, grace: Durati
     }
 }
 
-/// Stops workers first (their agents tear down their raylets), then the head's Ray.
+/// Tells the workers to stop and stops the head's Ray at the same time: a cancelled job has
+/// only the scheduler's KillWait before everything is SIGKILLed, temp dirs and all.
 async fn teardown(head: &mut Head, running: &mut Running) {
     let started = Instant::now();
-    if let Some(tx) = running.shutdown.take() {
+    let grace = head.grace;
+    let shutdown = running.shutdown.take();
+    if let Some(tx) = &shutdown {
         tx.send_replace(Some("the cluster is ending".into()));
-        // Keep the sender alive until the workers are gone so their streams end cleanly.
+    }
+    let workers = async {
         if let Some(f) = running.fan_out.as_mut() {
-            let wait = head.grace + Duration::from_secs(10);
+            let wait = grace + Duration::from_secs(10);
             if tokio::time::timeout(wait, f.wait()).await.is_err() {
                 tracing::warn!("worker agents did not exit within {wait:?}; stopping their step");
             }
-            f.stop(head.grace).await;
+            f.stop(grace).await;
         }
-        drop(tx);
-    }
-    if let Some(node) = running.head_node.as_mut() {
-        node::stop_node(node, head.grace).await;
-    }
+    };
+    let head_node = async {
+        if let Some(node) = running.head_node.as_mut() {
+            node::stop_node(node, grace).await;
+        }
+    };
+    tokio::join!(workers, head_node);
+    // Dropped only now so that worker streams end with Shutdown, not a broken connection.
+    drop(shutdown);
     if let Some(server) = running.server.take() {
         server.abort();
     }

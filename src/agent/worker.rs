@@ -94,6 +94,12 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         plan.node_address
     );
 
+    // Join by the head's deadline (less a margin), so a failure is reported while it listens.
+    let deadline = if plan.join_timeout_ms > 0 {
+        deadline.min(Instant::now() + Duration::from_millis(plan.join_timeout_ms))
+    } else {
+        deadline
+    };
     let temp_dir = PathBuf::from(&plan.temp_dir);
     let token = (!plan.ray_auth_token.is_empty()).then(|| plan.ray_auth_token.clone());
     let res = plan.resources.clone().unwrap_or_default();

@@ -63,10 +63,10 @@ pub const GRACE_S_RANGE: RangeInclusive<u64> = 1..=300;
 pub const CLUSTER_NAME_MAX_BYTES: usize = 64;
 /// Longest `cluster.temp_root`. Ray puts its Unix sockets at
 /// `<temp_dir>/session_<date>_<time>_<us>_<pid>/sockets/plasma_store` (66 bytes after the temp
-/// dir) and refuses socket paths over [`UNIX_SOCKET_PATH_MAX_BYTES`]; with
-/// `<temp_root>/rh-<id>` as the temp dir that only fits when the launcher also passes short
-/// `--plasma-store-socket-name` / `--raylet-socket-name` paths.
-pub const TEMP_ROOT_MAX_BYTES: usize = 40;
+/// dir) and refuses socket paths over [`UNIX_SOCKET_PATH_MAX_BYTES`]. Our temp dirs are
+/// `<temp_root>/rh-<6 hex>-<rank>` (up to 15 bytes after the root for ranks below 10000), so
+/// the root gets 107 - 66 - 15 = 26 bytes.
+pub const TEMP_ROOT_MAX_BYTES: usize = 26;
 /// The longest Unix socket path Linux accepts (108 bytes with the NUL).
 pub const UNIX_SOCKET_PATH_MAX_BYTES: usize = 107;
 /// Longest Linux interface name (IFNAMSIZ - 1).
@@ -112,7 +112,7 @@ pub struct ClusterConfig {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub name: Option<String>,
     /// `cluster.temp_root`: where the per-node temp dirs `<temp_root>/rh-<id>` go (Ray's
-    /// `--temp-dir`; removed at teardown). An absolute path of at most 40 bytes, since Ray's
+    /// `--temp-dir`; removed at teardown). An absolute path of at most 26 bytes, since Ray's
     /// Unix socket paths under it must stay within 107 bytes. Default `/tmp`.
     pub temp_root: PathBuf,
 }
@@ -121,7 +121,7 @@ pub struct ClusterConfig {
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct RayConfig {
     /// `ray.bin`: the `ray` executable. Default: `$VIRTUAL_ENV/bin/ray`, else `ray` on `PATH`
-    /// (see [`RayConfig::resolve_bin`]).
+    /// (see [`crate::ray::find_ray`]).
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bin: Option<PathBuf>,
     /// `ray.head_num_cpus`: CPUs the head node announces to Ray (0 keeps tasks and actors off
@@ -331,19 +331,6 @@ impl ClusterConfig {
         match &self.name {
             Some(n) => n.clone(),
             None => format!("ray-{job_id}"),
-        }
-    }
-}
-
-impl RayConfig {
-    /// `ray.bin`, else `$VIRTUAL_ENV/bin/ray`, else plain `ray` (found on `PATH` when run).
-    pub fn resolve_bin(&self, env: EnvLookup<'_>) -> PathBuf {
-        if let Some(bin) = &self.bin {
-            return bin.clone();
-        }
-        match env("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
-            Some(venv) => Path::new(&venv).join("bin").join("ray"),
-            None => PathBuf::from("ray"),
         }
     }
 }

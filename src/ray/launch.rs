@@ -91,6 +91,9 @@ impl RayNodeSpec {
             // The v2 path is what `ray status` and request_resources use with our reports.
             ("RAY_enable_autoscaler_v2".into(), "1".into()),
             ("RAY_USAGE_STATS_ENABLED".into(), "0".into()),
+            // On SIGTERM `ray start` would first drain its node for up to 30 s; we drain nodes
+            // ourselves before stopping them, and a cancelled job has no 30 s to spare.
+            ("RAY_GRACEFUL_SHUTDOWN_DRAIN_TIMEOUT_S".into(), "0".into()),
         ];
         env.extend(auth_env(self.auth_token_path.as_deref()));
         if let Some(cvd) = &self.cuda_visible_devices {

@@ -419,6 +419,74 @@ mod tests {
         assert_eq!(m["n2"], "127.0.0.12");
     }
 
+    /// Environments recorded on the test bed (slurm/fixtures/): `# --- rank N ---` lines
+    /// separate the tasks of one file.
+    fn fixture_envs(name: &str) -> Vec<Env> {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/slurm/fixtures/");
+        let text = std::fs::read_to_string(format!("{path}{name}")).unwrap();
+        let mut envs = vec![Env::new()];
+        for line in text.lines() {
+            if line.starts_with("# --- rank") {
+                if !envs.last().unwrap().is_empty() {
+                    envs.push(Env::new());
+                }
+            } else if let Some((k, v)) = line.split_once('=') {
+                envs.last_mut().unwrap().insert(k.into(), v.into());
+            }
+        }
+        envs
+    }
+
+    #[test]
+    fn recorded_batch_environment() {
+        let s = Slurm::new(fixture_envs("sbatch-N3-c1.env").remove(0));
+        let a = s.allocation().unwrap();
+        let names: Vec<_> = a.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["n1", "n2", "n3"]);
+        assert_eq!(a.this_node, "n1");
+        assert!(a.hosts.iter().all(|h| h.cpus == Some(1)));
+        let g = s.node_grant(&a).unwrap();
+        assert_eq!(g.cpus, Some(1));
+        assert_eq!(
+            g.memory_bytes,
+            Some(2000 * 1024 * 1024),
+            "DefMemPerCPU x 1 CPU"
+        );
+
+        let s = Slurm::new(fixture_envs("sbatch-N2-c2.env").remove(0));
+        let a = s.allocation().unwrap();
+        assert_eq!(a.hosts.len(), 2);
+        assert_eq!(s.node_grant(&a).unwrap().cpus, Some(2));
+    }
+
+    #[test]
+    fn recorded_step_environment_knows_its_node_from_slurmd() {
+        // Inside the fan-out step SLURM_NODEID counts within the step; the node name is what
+        // places the agent in the job's allocation.
+        let envs = fixture_envs("srun-step-exclude.env");
+        assert_eq!(envs.len(), 2);
+        for (env, (node, rank)) in envs.into_iter().zip([("n2", 1), ("n3", 2)]) {
+            let s = Slurm::new(env);
+            let a = s.allocation().unwrap();
+            assert_eq!(a.this_node, node);
+            assert_eq!(a.rank_of(&a.this_node), Some(rank));
+            assert_eq!(a.hosts.len(), 3, "the job's hosts, not the step's");
+            assert_eq!(s.node_grant(&a).unwrap().cpus, Some(1));
+        }
+    }
+
+    #[test]
+    fn recorded_scontrol_output_with_spaces_in_values() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/slurm/fixtures/scontrol-show-node.txt"
+        );
+        let m = parse_node_addresses(&std::fs::read_to_string(path).unwrap());
+        assert_eq!(m.len(), 3);
+        assert_eq!(m["n1"], "127.0.0.11");
+        assert_eq!(m["n3"], "127.0.0.13");
+    }
+
     #[test]
     fn fan_out_skips_the_head_and_is_one_step() {
         let s = Slurm::new(env(&[
