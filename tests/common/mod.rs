@@ -1,0 +1,233 @@
+//! Shared pieces of the end-to-end tests: paths, a per-test registry home, waiting on
+//! conditions (never fixed sleeps), and the check that a test left no process behind.
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+use std::time::{Duration, Instant};
+
+pub fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+pub fn ray_hpc() -> PathBuf {
+    PathBuf::from(env!("CARGO_BIN_EXE_ray-hpc"))
+}
+
+/// The venv with the real Ray; tests fail (not skip) without it.
+pub fn venv_bin() -> PathBuf {
+    let bin = repo().join(".venv/bin");
+    assert!(
+        bin.join("ray").exists(),
+        "{} is missing: run scripts/setup (it installs ray[default]==2.60.0 into .venv)",
+        bin.join("ray").display()
+    );
+    bin
+}
+
+/// PATH with the venv (ray, python) and ray-hpc first.
+pub fn test_path() -> String {
+    format!(
+        "{}:{}:{}",
+        ray_hpc().parent().unwrap().display(),
+        venv_bin().display(),
+        std::env::var("PATH").unwrap_or_default()
+    )
+}
+
+/// True when the run must include the Slurm end-to-end tests (tests/run sets it).
+pub fn e2e_required() -> bool {
+    std::env::var("RAY_HPC_E2E").is_ok_and(|v| v == "1")
+}
+
+/// A registry home unique to one test. Every process a test's clusters start inherits
+/// RAY_HPC_HOME, which is how `leftovers` finds them.
+pub struct TestHome {
+    pub dir: tempfile::TempDir,
+}
+
+impl TestHome {
+    pub fn new() -> Self {
+        // Under /tmp, not target/: sbatch output and the registry must be reachable from the
+        // test bed's "nodes" (the same machine here, a shared filesystem on a real cluster).
+        let dir = tempfile::Builder::new()
+            .prefix("rh-test-")
+            .tempdir_in("/tmp")
+            .unwrap();
+        TestHome { dir }
+    }
+
+    pub fn path(&self) -> &Path {
+        self.dir.path()
+    }
+
+    pub fn command(&self, args: &[&str]) -> Command {
+        let mut cmd = Command::new(ray_hpc());
+        cmd.args(args)
+            .env("RAY_HPC_HOME", self.path())
+            .env("PATH", test_path())
+            .env_remove("RAY_ADDRESS")
+            .env_remove("VIRTUAL_ENV")
+            .env_remove("RAY_HPC_CONFIG")
+            .env_remove("SLURM_JOB_ID")
+            .current_dir(self.path());
+        cmd
+    }
+
+    pub fn write(&self, name: &str, text: &str) -> PathBuf {
+        let p = self.path().join(name);
+        std::fs::write(&p, text).unwrap();
+        p
+    }
+
+    /// cluster.json of the only cluster in this home.
+    pub fn cluster_record(&self) -> serde_json::Value {
+        let dir = self.path().join("clusters");
+        let entries: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+            .flatten()
+            .collect();
+        assert_eq!(
+            entries.len(),
+            1,
+            "expected one cluster in {}",
+            dir.display()
+        );
+        let text = std::fs::read_to_string(entries[0].path().join("cluster.json")).unwrap();
+        serde_json::from_str(&text).unwrap()
+    }
+
+    pub fn cluster_records(&self) -> Vec<serde_json::Value> {
+        let dir = self.path().join("clusters");
+        let Ok(rd) = std::fs::read_dir(&dir) else {
+            return vec![];
+        };
+        rd.flatten()
+            .filter_map(|e| std::fs::read_to_string(e.path().join("cluster.json")).ok())
+            .map(|t| serde_json::from_str(&t).unwrap())
+            .collect()
+    }
+
+    /// Processes (pid, command line) whose environment holds this test's RAY_HPC_HOME.
+    pub fn leftovers(&self) -> Vec<(i32, String)> {
+        let marker = format!("RAY_HPC_HOME={}", self.path().display());
+        processes_with_env(&marker)
+    }
+
+    /// Waits for every process of this test to be gone; panics naming the survivors.
+    pub fn assert_no_leftovers(&self, within: Duration) {
+        let deadline = Instant::now() + within;
+        loop {
+            let left = self.leftovers();
+            if left.is_empty() {
+                return;
+            }
+            if Instant::now() >= deadline {
+                // Do not leak them into the next test either.
+                for (pid, _) in &left {
+                    kill9(*pid);
+                }
+                panic!("processes left behind after {within:?}: {left:#?}");
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+}
+
+impl Drop for TestHome {
+    fn drop(&mut self) {
+        // A failed test must not leave its processes to the next one.
+        for (pid, _) in self.leftovers() {
+            kill9(pid);
+        }
+    }
+}
+
+/// Kills one process of this test's by its pid.
+fn kill9(pid: i32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", &pid.to_string()])
+        .status();
+}
+
+pub fn processes_with_env(marker: &str) -> Vec<(i32, String)> {
+    let me = std::process::id() as i32;
+    let mut found = vec![];
+    for e in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<i32>().ok()) else {
+            continue;
+        };
+        if pid == me {
+            continue;
+        }
+        let Ok(env) = std::fs::read(format!("/proc/{pid}/environ")) else {
+            continue;
+        };
+        if env.split(|b| *b == 0).any(|kv| kv == marker.as_bytes()) {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat
+                .rsplit(')')
+                .next()
+                .is_some_and(|r| r.trim_start().starts_with('Z'))
+            {
+                continue; // a zombie holds nothing
+            }
+            let cmd = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+            found.push((pid, String::from_utf8_lossy(&cmd).replace('\0', " ")));
+        }
+    }
+    found
+}
+
+/// Polls `check` until it returns Some, or panics with `what` and `explain()` at the deadline.
+pub fn wait_for<T>(
+    what: &str,
+    within: Duration,
+    mut check: impl FnMut() -> Option<T>,
+    explain: impl Fn() -> String,
+) -> T {
+    let deadline = Instant::now() + within;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() >= deadline {
+            panic!(
+                "timed out after {within:?} waiting for {what}\n{}",
+                explain()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+pub fn text(out: &Output) -> String {
+    format!(
+        "exit: {}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    )
+}
+
+/// The JSON report printed by tests/drivers/cluster_check.py.
+pub fn driver_report(output: &str) -> serde_json::Value {
+    let line = output
+        .lines()
+        .find_map(|l| l.strip_prefix("REPORT "))
+        .unwrap_or_else(|| panic!("no REPORT line in:\n{output}"));
+    serde_json::from_str(line).unwrap()
+}
+
+/// Temp dirs of every node of a cluster record.
+pub fn temp_dirs(record: &serde_json::Value) -> Vec<PathBuf> {
+    record["nodes"]
+        .as_array()
+        .map(|nodes| {
+            nodes
+                .iter()
+                .filter_map(|n| n["temp_dir"].as_str().map(PathBuf::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}

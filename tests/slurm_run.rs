@@ -1,0 +1,410 @@
+//! `sbatch job-scripts/ray-cluster.sbatch` on the real Slurm test bed (slurm/testbed/up) with
+//! the real Ray. tests/run sets RAY_HPC_E2E=1 and brings the test bed up; without it these
+//! tests say they were skipped.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+use common::*;
+
+const JOB_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// None (test skipped, said on stderr) when no test bed is reachable and the run does not
+/// require one.
+fn testbed() -> Option<()> {
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    if up {
+        return Some(());
+    }
+    assert!(
+        !e2e_required(),
+        "RAY_HPC_E2E=1 but no Slurm controller answers: run slurm/testbed/up"
+    );
+    eprintln!("SKIPPED: no Slurm test bed (run tests/run, or slurm/testbed/up first)");
+    None
+}
+
+struct Job {
+    id: String,
+    out: PathBuf,
+}
+
+fn submit(home: &TestHome, nodes: u32, cpus: u32, driver: &[&str]) -> Job {
+    submit_with(home, nodes, cpus, driver, &[])
+}
+
+fn submit_with(
+    home: &TestHome,
+    nodes: u32,
+    cpus: u32,
+    driver: &[&str],
+    env: &[(&str, &Path)],
+) -> Job {
+    let script = repo().join("job-scripts/ray-cluster.sbatch");
+    let out_pattern = home.path().join("job-%j.out");
+    let mut cmd = Command::new("sbatch");
+    cmd.args([
+        "--parsable",
+        "-N",
+        &nodes.to_string(),
+        "-c",
+        &cpus.to_string(),
+        "--time=10",
+        "-o",
+        out_pattern.to_str().unwrap(),
+    ])
+    .arg(&script)
+    .args(driver)
+    .env("RAY_HPC_HOME", home.path())
+    .env("PATH", test_path())
+    .env("RAY_HPC_BIN", ray_hpc())
+    .envs(env.iter().copied())
+    .current_dir(home.path());
+    let out = cmd.output().unwrap();
+    assert!(out.status.success(), "sbatch: {}", text(&out));
+    let id = String::from_utf8_lossy(&out.stdout)
+        .trim()
+        .split(';')
+        .next()
+        .unwrap()
+        .to_string();
+    let out = home.path().join(format!("job-{id}.out"));
+    Job { id, out }
+}
+
+impl Job {
+    fn output(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// (JobState, ExitCode) from scontrol (the test bed keeps ended jobs for MinJobAge).
+    fn state(&self) -> (String, String) {
+        let out = Command::new("scontrol")
+            .args(["-o", "show", "job", &self.id])
+            .output()
+            .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        let field = |name: &str| {
+            text.split_whitespace()
+                .find_map(|f| f.strip_prefix(name))
+                .unwrap_or("")
+                .to_string()
+        };
+        (field("JobState="), field("ExitCode="))
+    }
+
+    fn explain(&self) -> String {
+        format!(
+            "job {} state {:?}\n--- job output ---\n{}",
+            self.id,
+            self.state(),
+            self.output()
+        )
+    }
+
+    fn wait_ended(&self) -> (String, String) {
+        wait_for(
+            &format!("job {} to end", self.id),
+            JOB_TIMEOUT,
+            || {
+                let (state, code) = self.state();
+                matches!(
+                    state.as_str(),
+                    "COMPLETED"
+                        | "FAILED"
+                        | "CANCELLED"
+                        | "TIMEOUT"
+                        | "NODE_FAIL"
+                        | "OUT_OF_MEMORY"
+                )
+                .then_some((state, code))
+            },
+            || self.explain(),
+        )
+    }
+
+    fn wait_output(&self, needle: &str) {
+        wait_for(
+            &format!("{needle:?} in job {}'s output", self.id),
+            JOB_TIMEOUT,
+            || self.output().contains(needle).then_some(()),
+            || self.explain(),
+        );
+    }
+
+    fn cancel(&self) {
+        let st = Command::new("scancel").arg(&self.id).status().unwrap();
+        assert!(st.success());
+    }
+}
+
+fn driver(args: &[&str]) -> Vec<String> {
+    let mut v = vec![
+        "python".to_string(),
+        repo()
+            .join("tests/drivers/cluster_check.py")
+            .display()
+            .to_string(),
+    ];
+    v.extend(args.iter().map(|s| s.to_string()));
+    v
+}
+
+fn as_strs(v: &[String]) -> Vec<&str> {
+    v.iter().map(String::as_str).collect()
+}
+
+fn record_for(home: &TestHome, job: &Job) -> serde_json::Value {
+    home.cluster_records()
+        .into_iter()
+        .find(|r| r["job_id"] == job.id.as_str())
+        .unwrap_or_else(|| panic!("no cluster record for job {}\n{}", job.id, job.explain()))
+}
+
+fn assert_clean(home: &TestHome, job: &Job) {
+    home.assert_no_leftovers(Duration::from_secs(30));
+    let rec = record_for(home, job);
+    let dirs = temp_dirs(&rec);
+    assert!(!dirs.is_empty(), "the record names no temp dirs: {rec}");
+    for dir in dirs {
+        assert!(
+            !dir.exists(),
+            "temp dir {} was not removed\n{}",
+            dir.display(),
+            job.explain()
+        );
+        assert!(
+            !Path::new(&format!("{}.token", dir.display())).exists(),
+            "token copy of {} left",
+            dir.display()
+        );
+    }
+}
+
+#[test]
+fn three_nodes_get_exactly_the_granted_cpus_and_all_run_tasks() {
+    let Some(()) = testbed() else { return };
+    let home = TestHome::new();
+    let job = submit(&home, 3, 1, &as_strs(&driver(&[])));
+    let (state, code) = job.wait_ended();
+    assert_eq!(
+        (state.as_str(), code.as_str()),
+        ("COMPLETED", "0:0"),
+        "{}",
+        job.explain()
+    );
+    let report = driver_report(&job.output());
+    let nodes = report["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 3, "{report}");
+    for n in nodes {
+        // The node has 2 CPUs; the job was granted 1 per node.
+        assert_eq!(n["cpus"].as_f64(), Some(1.0), "{report}");
+    }
+    let mut ips: Vec<&str> = nodes.iter().map(|n| n["ip"].as_str().unwrap()).collect();
+    ips.sort();
+    assert_eq!(
+        ips,
+        ["127.0.0.11", "127.0.0.12", "127.0.0.13"],
+        "NodeAddr of n1..n3"
+    );
+    let mut task_nodes: Vec<_> = report["task_nodes"].as_array().unwrap().clone();
+    task_nodes.dedup();
+    assert_eq!(task_nodes.len(), 3, "a task ran on every node: {report}");
+    let rec = record_for(&home, &job);
+    assert_eq!(rec["state"], "ENDED", "{rec}");
+    assert_eq!(rec["expected_nodes"], 3);
+    assert_clean(&home, &job);
+}
+
+#[test]
+fn a_failing_driver_fails_the_job_with_its_exit_code_and_cleans_up() {
+    let Some(()) = testbed() else { return };
+    let home = TestHome::new();
+    let job = submit(&home, 2, 1, &as_strs(&driver(&["--exit", "3"])));
+    let (state, code) = job.wait_ended();
+    assert_eq!(
+        (state.as_str(), code.as_str()),
+        ("FAILED", "3:0"),
+        "{}",
+        job.explain()
+    );
+    assert!(job.output().contains("REPORT "), "{}", job.explain());
+    assert_clean(&home, &job);
+}
+
+#[test]
+fn scancel_mid_run_tears_everything_down() {
+    let Some(()) = testbed() else { return };
+    let home = TestHome::new();
+    let never = home.path().join("never-created");
+    let job = submit(
+        &home,
+        3,
+        1,
+        &as_strs(&driver(&["--hold", never.to_str().unwrap()])),
+    );
+    job.wait_output("READY");
+    // The token reaches worker agents and Ray only through files and the environment.
+    let rec = record_for(&home, &job);
+    let token = std::fs::read_to_string(rec["token_path"].as_str().unwrap()).unwrap();
+    let procs = home.leftovers();
+    assert!(procs.len() > 10, "the cluster's processes: {procs:#?}");
+    for (pid, cmdline) in procs {
+        assert!(
+            !cmdline.contains(token.trim()),
+            "process {pid} has the token on its command line"
+        );
+    }
+    job.cancel();
+    let (state, _) = job.wait_ended();
+    assert_eq!(state, "CANCELLED", "{}", job.explain());
+    assert_clean(&home, &job);
+    let rec = record_for(&home, &job);
+    assert_eq!(rec["state"], "ENDED", "{rec}");
+}
+
+#[test]
+fn two_clusters_share_the_nodes_and_ending_one_leaves_the_other() {
+    let Some(()) = testbed() else { return };
+    let home = TestHome::new();
+    let release_a = home.path().join("release-a");
+    let release_b = home.path().join("release-b");
+    let a = submit(
+        &home,
+        3,
+        1,
+        &as_strs(&driver(&["--hold", release_a.to_str().unwrap()])),
+    );
+    let b = submit(
+        &home,
+        3,
+        1,
+        &as_strs(&driver(&["--hold", release_b.to_str().unwrap()])),
+    );
+    a.wait_output("READY");
+    b.wait_output("READY");
+    let ra = driver_report(&a.output());
+    let rb = driver_report(&b.output());
+    assert_eq!(ra["nodes"].as_array().unwrap().len(), 3, "{ra}");
+    assert_eq!(rb["nodes"].as_array().unwrap().len(), 3, "{rb}");
+    assert_ne!(ra["ray_address"], rb["ray_address"]);
+
+    std::fs::write(&release_a, "").unwrap();
+    let (state, _) = a.wait_ended();
+    assert_eq!(state, "COMPLETED", "{}", a.explain());
+    // B is untouched: still running, and its cluster still runs tasks.
+    assert_eq!(b.state().0, "RUNNING", "{}", b.explain());
+    std::fs::write(&release_b, "").unwrap();
+    b.wait_output("STILL ");
+    let (state, _) = b.wait_ended();
+    assert_eq!(state, "COMPLETED", "{}", b.explain());
+    assert_clean(&home, &a);
+    assert_clean(&home, &b);
+}
+
+/// A `ray` that starts the head but fails (or hangs) on the worker nodes: a stand-in for a
+/// broken node, in front of the real Ray. The job's config points `ray.bin` at it.
+fn broken_worker_ray(home: &TestHome, worker_behaviour: &str, ready_timeout_s: u32) -> PathBuf {
+    let real = venv_bin().join("ray");
+    let fake = home.write(
+        "ray",
+        &format!(
+            "#!/bin/sh\ncase \" $* \" in *\" --address=\"*) {worker_behaviour};; esac\nexec {} \"$@\"\n",
+            real.display()
+        ),
+    );
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::set_permissions(&fake, std::fs::Permissions::from_mode(0o755)).unwrap();
+    home.write(
+        "config.toml",
+        &format!(
+            "ready_timeout_s = {ready_timeout_s}\n[ray]\nbin = {:?}\n",
+            fake.display().to_string()
+        ),
+    )
+}
+
+#[test]
+fn a_node_whose_ray_fails_fails_the_job_fast_with_its_log() {
+    let Some(()) = testbed() else { return };
+    let home = TestHome::new();
+    let config = broken_worker_ray(
+        &home,
+        "echo \"simulated raylet failure on $SLURMD_NODENAME\" >&2; exit 1",
+        120,
+    );
+    let started = std::time::Instant::now();
+    let job = submit_with(
+        &home,
+        3,
+        1,
+        &as_strs(&driver(&[])),
+        &[("RAY_HPC_CONFIG", &config)],
+    );
+    let (state, _) = job.wait_ended();
+    assert_eq!(state, "FAILED", "{}", job.explain());
+    let out = job.output();
+    assert!(
+        out.contains("simulated raylet failure on n"),
+        "{}",
+        job.explain()
+    );
+    assert!(out.contains("did not come up"), "{}", job.explain());
+    assert!(
+        out.contains("=== n2 ===") && out.contains("=== n3 ==="),
+        "{}",
+        job.explain()
+    );
+    assert!(!out.contains("REPORT "), "the driver must not run: {out}");
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "not fast: {:?}",
+        started.elapsed()
+    );
+    assert_eq!(record_for(&home, &job)["state"], "FAILED");
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
+
+#[test]
+fn nodes_that_never_join_fail_the_job_at_the_timeout_naming_them() {
+    let Some(()) = testbed() else { return };
+    let home = TestHome::new();
+    let config = broken_worker_ray(
+        &home,
+        "echo \"raylet stuck on $SLURMD_NODENAME\"; exec sleep 600",
+        25,
+    );
+    let job = submit_with(
+        &home,
+        3,
+        1,
+        &as_strs(&driver(&[])),
+        &[("RAY_HPC_CONFIG", &config)],
+    );
+    let (state, _) = job.wait_ended();
+    assert_eq!(state, "FAILED", "{}", job.explain());
+    let out = job.output();
+    assert!(out.contains("did not join"), "{}", job.explain());
+    assert!(
+        out.contains("n2") || out.contains("n3"),
+        "names the node: {}",
+        job.explain()
+    );
+    assert!(!out.contains("REPORT "), "the driver must not run: {out}");
+    home.assert_no_leftovers(Duration::from_secs(30));
+    let rec = record_for(&home, &job);
+    for dir in temp_dirs(&rec) {
+        assert!(
+            !dir.exists(),
+            "temp dir {} left\n{}",
+            dir.display(),
+            job.explain()
+        );
+    }
+}
