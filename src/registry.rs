@@ -4,6 +4,7 @@
 //! Layout: `<root>/clusters/<name>/` (mode 0700) holds `cluster.json` and `token` (0600).
 //! The root is `$RAY_HPC_HOME`, else `~/.ray-hpc`.
 
+use std::collections::BTreeMap;
 use std::fs;
 use std::io::Write;
 use std::os::unix::fs::{DirBuilderExt, OpenOptionsExt, PermissionsExt};
@@ -68,6 +69,12 @@ pub struct NodeRecord {
     pub gpus: u32,
     pub memory_bytes: u64,
     pub temp_dir: String,
+    /// Ray's node id (hex), once the node joined.
+    #[serde(default)]
+    pub node_id: Option<String>,
+    /// The ports the node's Ray uses, by name (gcs, node_manager, min_worker, ...).
+    #[serde(default)]
+    pub ports: BTreeMap<String, u16>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]

@@ -219,6 +219,20 @@ fn three_nodes_get_exactly_the_granted_cpus_and_all_run_tasks() {
     let rec = record_for(&home, &job);
     assert_eq!(rec["state"], "ENDED", "{rec}");
     assert_eq!(rec["expected_nodes"], 3);
+    // The record knows every node as Ray does, with the ports it used.
+    let mut recorded: Vec<&str> = rec["nodes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|n| n["node_id"].as_str().unwrap_or("(none)"))
+        .collect();
+    let mut seen: Vec<&str> = nodes.iter().map(|n| n["id"].as_str().unwrap()).collect();
+    recorded.sort();
+    seen.sort();
+    assert_eq!(recorded, seen, "{rec}");
+    for n in rec["nodes"].as_array().unwrap() {
+        assert!(n["ports"]["node_manager"].as_u64().is_some(), "{n}");
+    }
     assert_clean(&home, &job);
 }
 

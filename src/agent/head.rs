@@ -286,6 +286,12 @@ async fn bring_up_and_drive(
         gpus: b.resources.gpus.len() as u32,
         memory_bytes: memory,
         temp_dir: head_temp.display().to_string(),
+        node_id: running.head_node.as_ref().map(|n| n.node_id.clone()),
+        ports: ports
+            .named()
+            .into_iter()
+            .map(|(name, port)| (name.to_string(), port))
+            .collect(),
     });
     tracing::info!(
         "Ray head up at {gcs_address} after {:.1}s",
@@ -447,8 +453,7 @@ async fn bring_up_and_drive(
         tokio::select! {
             sig = signals.recv() => return Err(Stop::Signal(sig)),
             ev = events.recv() => if let Some(ev) = ev {
-                if let Some(node) = absorb(ev, &mut registrations, &mut failures) {
-                    head.record.nodes.push(node);
+                if absorb(ev, head, &mut registrations, &mut failures) {
                     head.save();
                 }
             },
@@ -456,9 +461,7 @@ async fn bring_up_and_drive(
         }
     }
     while let Ok(ev) = events.try_recv() {
-        if let Some(node) = absorb(ev, &mut registrations, &mut failures) {
-            head.record.nodes.push(node);
-        }
+        absorb(ev, head, &mut registrations, &mut failures);
     }
     head.record.nodes.sort_by_key(|n| n.rank);
     head.record.state = ClusterState::Ready;
@@ -522,20 +525,26 @@ async fn bring_up_and_drive(
                 Some(WorkerEvent::Report(r)) if r.state == ReportState::Failed as i32 => {
                     tracing::warn!("node {} failed: {}\n{}", r.node_key, r.message, r.log_tail);
                 }
-                Some(_) => {}
+                Some(ev) => {
+                    let mut failures = BTreeMap::new();
+                    if absorb(ev, head, &mut BTreeMap::new(), &mut failures) {
+                        head.save();
+                    }
+                }
                 None => std::future::pending::<()>().await,
             },
         }
     }
 }
 
-/// Takes in one event from the control service; a newly registered node comes back as the
-/// record to keep for it.
+/// Takes in one event from the control service, keeping the cluster record up to date;
+/// true when the record changed.
 fn absorb(
     ev: WorkerEvent,
+    head: &mut Head,
     registrations: &mut BTreeMap<String, crate::proto::control::RegisterRequest>,
     failures: &mut BTreeMap<String, String>,
-) -> Option<NodeRecord> {
+) -> bool {
     match ev {
         WorkerEvent::Registered(registered) => {
             let (req, plan) = *registered;
@@ -546,24 +555,50 @@ fn absorb(
                 res.cpus,
                 res.gpu_indices.len()
             );
-            let node = NodeRecord {
-                rank: req.rank,
-                node_name: req.node_name.clone(),
-                address: plan.node_address.clone(),
-                instance_id: req.node_key.clone(),
-                cpus: res.cpus,
-                gpus: res.gpu_indices.len() as u32,
-                memory_bytes: res.memory_bytes,
-                temp_dir: plan.temp_dir.clone(),
-            };
-            let new = registrations.insert(req.node_key.clone(), req).is_none();
-            new.then_some(node)
+            let known = head
+                .record
+                .nodes
+                .iter()
+                .any(|n| n.instance_id == req.node_key);
+            if !known {
+                head.record.nodes.push(NodeRecord {
+                    rank: req.rank,
+                    node_name: req.node_name.clone(),
+                    address: plan.node_address.clone(),
+                    instance_id: req.node_key.clone(),
+                    cpus: res.cpus,
+                    gpus: res.gpu_indices.len() as u32,
+                    memory_bytes: res.memory_bytes,
+                    temp_dir: plan.temp_dir.clone(),
+                    node_id: None,
+                    ports: BTreeMap::new(),
+                });
+            }
+            registrations.insert(req.node_key.clone(), req);
+            !known
         }
         WorkerEvent::Report(r) if r.state == ReportState::Failed as i32 => {
             failures.insert(r.node_key.clone(), format!("{}\n{}", r.message, r.log_tail));
-            None
+            false
         }
-        WorkerEvent::Report(_) => None,
+        WorkerEvent::Report(r) if r.state == ReportState::Running as i32 => {
+            let Some(node) = head
+                .record
+                .nodes
+                .iter_mut()
+                .find(|n| n.instance_id == r.node_key)
+            else {
+                return false;
+            };
+            node.node_id = Some(r.node_id);
+            node.ports = r
+                .ports
+                .into_iter()
+                .filter_map(|(name, port)| Some((name, u16::try_from(port).ok()?)))
+                .collect();
+            true
+        }
+        WorkerEvent::Report(_) => false,
     }
 }
 

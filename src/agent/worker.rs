@@ -65,7 +65,6 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
             String::new()
         },
         resources: Some(control::resources_of(&resources)),
-        ports: None,
         node_type: String::new(),
     };
     let (mut client, plan) = loop {
@@ -142,6 +141,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         state: state as i32,
         message,
         log_tail,
+        ..Default::default()
     };
     let _ = client
         .report(report(ReportState::Starting, String::new(), String::new()))
@@ -172,6 +172,19 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         alloc.this_node,
         &running.node_id[..running.node_id.len().min(12)]
     );
+    let _ = client
+        .report(NodeReport {
+            node_id: running.node_id.clone(),
+            ports: running
+                .spec
+                .ports
+                .worker_named()
+                .into_iter()
+                .map(|(name, port)| (name.to_string(), port.into()))
+                .collect(),
+            ..report(ReportState::Running, String::new(), String::new())
+        })
+        .await;
 
     // Serve until told otherwise.
     let mut stream = client

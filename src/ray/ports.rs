@@ -34,6 +34,34 @@ pub struct NodePorts {
     pub max_worker: u16,
 }
 
+impl NodePorts {
+    /// Every port with its name, for records and messages.
+    pub fn named(&self) -> Vec<(&'static str, u16)> {
+        vec![
+            ("gcs", self.gcs),
+            ("dashboard", self.dashboard),
+            ("client_server", self.client_server),
+            ("node_manager", self.node_manager),
+            ("object_manager", self.object_manager),
+            ("runtime_env_agent", self.runtime_env_agent),
+            ("dashboard_agent_grpc", self.dashboard_agent_grpc),
+            ("dashboard_agent_listen", self.dashboard_agent_listen),
+            ("metrics_export", self.metrics_export),
+            ("min_worker", self.min_worker),
+            ("max_worker", self.max_worker),
+        ]
+    }
+
+    /// The ports a worker node uses (the head's GCS, dashboard and client ports are not its).
+    pub fn worker_named(&self) -> Vec<(&'static str, u16)> {
+        let head_only = ["gcs", "dashboard", "client_server"];
+        self.named()
+            .into_iter()
+            .filter(|(n, _)| !head_only.contains(n))
+            .collect()
+    }
+}
+
 /// Free on every address of this node: binding the wildcard fails if any address holds it.
 pub fn is_free(port: u16) -> bool {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).is_ok()
