@@ -264,3 +264,53 @@ fn make_executable(p: &Path) {
     use std::os::unix::fs::PermissionsExt;
     std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o755)).unwrap();
 }
+
+/// Ctrl-C (SIGINT) and SIGTERM stop the driver and tear the cluster down, with exit 128+signal.
+#[test]
+fn signals_stop_the_driver_and_the_cluster() {
+    for (signal, name) in [(2, "INT"), (15, "TERM")] {
+        let home = TestHome::new();
+        let mut child = home
+            .command(&[
+                "run",
+                "--",
+                &python(),
+                "-u",
+                "-c",
+                "import ray, time; ray.init(); print('READY', flush=True); time.sleep(600)",
+            ])
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            use std::io::BufRead;
+            for line in std::io::BufReader::new(stdout)
+                .lines()
+                .map_while(Result::ok)
+            {
+                if line.contains("READY") {
+                    let _ = tx.send(());
+                }
+            }
+        });
+        rx.recv_timeout(Duration::from_secs(120))
+            .expect("the driver never printed READY");
+        let st = std::process::Command::new("kill")
+            .args([&format!("-{name}"), &child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(st.success());
+        let status = wait_for(
+            "ray-hpc to exit",
+            Duration::from_secs(60),
+            || child.try_wait().unwrap(),
+            String::new,
+        );
+        assert_eq!(status.code(), Some(128 + signal), "SIG{name}");
+        assert_eq!(home.cluster_record()["state"], "ENDED");
+        assert_clean(&home);
+    }
+}

@@ -46,7 +46,24 @@ fn submit_with(
     driver: &[&str],
     env: &[(&str, &Path)],
 ) -> Job {
-    let script = repo().join("job-scripts/ray-cluster.sbatch");
+    submit_script(
+        home,
+        &repo().join("job-scripts/ray-cluster.sbatch"),
+        nodes,
+        cpus,
+        driver,
+        env,
+    )
+}
+
+fn submit_script(
+    home: &TestHome,
+    script: &Path,
+    nodes: u32,
+    cpus: u32,
+    driver: &[&str],
+    env: &[(&str, &Path)],
+) -> Job {
     let out_pattern = home.path().join("job-%j.out");
     let mut cmd = Command::new("sbatch");
     cmd.args([
@@ -59,7 +76,7 @@ fn submit_with(
         "-o",
         out_pattern.to_str().unwrap(),
     ])
-    .arg(&script)
+    .arg(script)
     .args(driver)
     .env("RAY_HPC_HOME", home.path())
     .env("PATH", test_path())
@@ -240,7 +257,17 @@ fn three_nodes_get_exactly_the_granted_cpus_and_all_run_tasks() {
 fn a_failing_driver_fails_the_job_with_its_exit_code_and_cleans_up() {
     let Some(()) = testbed() else { return };
     let home = TestHome::new();
-    let job = submit(&home, 2, 1, &as_strs(&driver(&["--exit", "3"])));
+    // A copy of the script, as users make, finding ray-hpc on PATH (no RAY_HPC_BIN).
+    let copy = home.path().join("my-ray-job.sbatch");
+    std::fs::copy(repo().join("job-scripts/ray-cluster.sbatch"), &copy).unwrap();
+    let job = submit_script(
+        &home,
+        &copy,
+        2,
+        1,
+        &as_strs(&driver(&["--exit", "3"])),
+        &[("RAY_HPC_BIN", Path::new(""))],
+    );
     let (state, code) = job.wait_ended();
     assert_eq!(
         (state.as_str(), code.as_str()),
