@@ -34,6 +34,10 @@ pub enum RegistryError {
     },
     #[error("`{0}` is not a valid cluster name: use 1-64 letters, digits, `-`, `_` or `.`")]
     BadName(String),
+    #[error("no cluster named `{name}`; known clusters: {}", if known.is_empty() { "none".to_string() } else { known.join(", ") })]
+    Unknown { name: String, known: Vec<String> },
+    #[error("refusing {path}: {why}")]
+    Unsafe { path: PathBuf, why: String },
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> RegistryError + '_ {
@@ -109,6 +113,15 @@ pub struct ClusterRecord {
     pub token_path: Option<PathBuf>,
     #[serde(default)]
     pub nodes: Vec<NodeRecord>,
+    /// Nodes alive in the GCS, as last seen by the head agent.
+    #[serde(default)]
+    pub nodes_joined: u32,
+    /// host:port of the head agent's Prometheus endpoint.
+    #[serde(default)]
+    pub metrics_address: Option<String>,
+    /// The batch script's output file, when ray-hpc submitted the job.
+    #[serde(default)]
+    pub job_output: Option<PathBuf>,
 }
 
 /// One cluster's directory in the registry.
@@ -196,6 +209,62 @@ impl ClusterDir {
         Ok(dir)
     }
 
+    /// Opens an existing cluster for reading or control, refusing one that another user owns or
+    /// that others can read (its token would be exposed).
+    pub fn open_existing(root: &Path, name: &str) -> Result<Self, RegistryError> {
+        let dir = Self::open(root, name)?;
+        if !dir.record_path().exists() {
+            return Err(RegistryError::Unknown {
+                name: name.to_string(),
+                known: list_names(root),
+            });
+        }
+        dir.check_private()?;
+        Ok(dir)
+    }
+
+    /// The directory and its files must be ours and closed to others.
+    pub fn check_private(&self) -> Result<(), RegistryError> {
+        use std::os::unix::fs::MetadataExt;
+        let me = nix::unistd::geteuid().as_raw();
+        for (path, is_dir) in [
+            (self.path.clone(), true),
+            (self.record_path(), false),
+            (self.token_path(), false),
+        ] {
+            let Ok(meta) = fs::symlink_metadata(&path) else {
+                continue; // the token may not exist yet
+            };
+            if meta.uid() != me {
+                return Err(RegistryError::Unsafe {
+                    path,
+                    why: format!(
+                        "it belongs to uid {}, not to you (uid {me}); a cluster record is only used by its owner",
+                        meta.uid()
+                    ),
+                });
+            }
+            if meta.file_type().is_symlink() {
+                return Err(RegistryError::Unsafe {
+                    path,
+                    why: "it is a symbolic link".into(),
+                });
+            }
+            let mode = meta.mode() & 0o777;
+            if mode & 0o077 != 0 {
+                let want = if is_dir { "0700" } else { "0600" };
+                return Err(RegistryError::Unsafe {
+                    path: path.clone(),
+                    why: format!(
+                        "its mode is {mode:04o}, so other users can read it; run `chmod {want} {}` if you trust its contents",
+                        path.display()
+                    ),
+                });
+            }
+        }
+        Ok(())
+    }
+
     pub fn record_path(&self) -> PathBuf {
         self.path.join("cluster.json")
     }
@@ -228,6 +297,20 @@ impl ClusterDir {
         write_private(&self.token_path(), token.as_bytes())?;
         Ok(token)
     }
+}
+
+/// Names of every cluster in the registry, sorted.
+pub fn list_names(root: &Path) -> Vec<String> {
+    let Ok(entries) = fs::read_dir(root.join("clusters")) else {
+        return vec![];
+    };
+    let mut names: Vec<String> = entries
+        .flatten()
+        .filter(|e| e.path().join("cluster.json").exists())
+        .filter_map(|e| e.file_name().into_string().ok())
+        .collect();
+    names.sort();
+    names
 }
 
 /// Writes `data` to a new file only the owner can read.
@@ -272,6 +355,9 @@ mod tests {
             auth: "token".into(),
             token_path: None,
             nodes: vec![],
+            nodes_joined: 0,
+            metrics_address: None,
+            job_output: None,
         }
     }
 
@@ -299,6 +385,24 @@ mod tests {
         assert!(err.to_string().contains("still Ready"), "{err}");
         dir.save(&record("c1", ClusterState::Ended)).unwrap();
         ClusterDir::create(tmp.path(), "c1").unwrap();
+    }
+
+    #[test]
+    fn unknown_names_list_the_known_ones_and_open_records_are_refused() {
+        let tmp = tempfile::tempdir().unwrap();
+        for n in ["b", "a"] {
+            let d = ClusterDir::create(tmp.path(), n).unwrap();
+            d.save(&record(n, ClusterState::Ended)).unwrap();
+        }
+        let err = ClusterDir::open_existing(tmp.path(), "c").unwrap_err();
+        assert!(err.to_string().contains("known clusters: a, b"), "{err}");
+        let a = ClusterDir::open_existing(tmp.path(), "a").unwrap();
+        fs::set_permissions(&a.path, fs::Permissions::from_mode(0o755)).unwrap();
+        let err = ClusterDir::open_existing(tmp.path(), "a").unwrap_err();
+        assert!(
+            err.to_string().contains("mode is 0755") && err.to_string().contains("chmod 0700"),
+            "{err}"
+        );
     }
 
     #[test]

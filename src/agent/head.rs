@@ -115,6 +115,9 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
         auth: config.auth.as_str().to_string(),
         token_path: auth_on.then(|| token_path.clone()),
         nodes: vec![],
+        nodes_joined: 0,
+        metrics_address: None,
+        job_output: None,
     };
     let mut head = Head {
         grace: Duration::from_secs(config.teardown.grace_s),

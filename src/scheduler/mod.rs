@@ -67,6 +67,52 @@ pub enum SchedulerError {
     BadOutput { command: String, why: String },
 }
 
+/// A batch job to submit: what `ray-hpc up` (and later the autoscaler) asks for.
+#[derive(Debug, Clone, Default, serde::Serialize)]
+pub struct JobRequest {
+    /// Job name; ray-hpc tags its jobs with the cluster name so one query finds them all.
+    pub name: String,
+    pub nodes: u32,
+    pub cpus_per_node: Option<u32>,
+    pub gpus_per_node: Option<u32>,
+    pub partition: Option<String>,
+    /// Walltime as the scheduler writes it (Slurm: `30`, `1:00:00`, `1-00:00:00`).
+    pub time: Option<String>,
+    /// Extra header lines, verbatim (`#SBATCH --account=x`).
+    pub extra_directives: Vec<String>,
+    /// Where the job's output goes.
+    pub output: std::path::PathBuf,
+    /// The command the job runs (`ray-hpc run --name N`), already quoted for a shell.
+    pub command: String,
+    /// Environment the job needs, exported at the top of the script.
+    pub env: Vec<(String, String)>,
+}
+
+/// Where a job is in the scheduler's life cycle.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JobState {
+    /// Waiting in the queue; `JobInfo::reason` says why.
+    Pending,
+    Running,
+    /// Ending: the scheduler is cleaning up.
+    Completing,
+    /// Over, with the scheduler's word for how (COMPLETED, FAILED, CANCELLED, TIMEOUT, ...).
+    Ended(String),
+}
+
+/// One job as the scheduler sees it.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+pub struct JobInfo {
+    pub id: String,
+    pub name: String,
+    pub state: JobState,
+    /// Why a pending job waits (Slurm's reason: Resources, Priority, QOSMaxJobsPerUserLimit...).
+    pub reason: Option<String>,
+    /// Expected start for a pending job, actual start for a running one, as the scheduler says.
+    pub start_time: Option<String>,
+}
+
 /// What a scheduler adapter does for the rest of ray-hpc.
 pub trait Scheduler: Send + Sync {
     fn name(&self) -> &'static str;
@@ -92,6 +138,39 @@ pub trait Scheduler: Send + Sync {
         argv: &[OsString],
         extra_args: &[String],
     ) -> Result<Option<Command>, SchedulerError>;
+
+    /// The batch script for `req` (what `up --dry-run` prints).
+    fn render_job(&self, req: &JobRequest) -> Result<String, SchedulerError> {
+        let _ = req;
+        Err(self.unsupported("submitting jobs"))
+    }
+
+    /// Submits a script rendered by `render_job`; returns the job id. A refusal comes back
+    /// with the scheduler's own message.
+    fn submit(&self, script: &str, req: &JobRequest) -> Result<String, SchedulerError> {
+        let _ = (script, req);
+        Err(self.unsupported("submitting jobs"))
+    }
+
+    /// The state of these jobs, from one query. Jobs the scheduler no longer knows are
+    /// missing from the answer.
+    fn query(&self, job_ids: &[String]) -> Result<Vec<JobInfo>, SchedulerError> {
+        let _ = job_ids;
+        Err(self.unsupported("querying jobs"))
+    }
+
+    /// Cancels these jobs in one call. Jobs already gone are not an error.
+    fn cancel(&self, job_ids: &[String]) -> Result<(), SchedulerError> {
+        let _ = job_ids;
+        Err(self.unsupported("cancelling jobs"))
+    }
+
+    fn unsupported(&self, what: &str) -> SchedulerError {
+        SchedulerError::Command {
+            command: self.name().to_string(),
+            why: format!("the {} scheduler does not support {what}", self.name()),
+        }
+    }
 }
 
 /// Environment lookups go through this so adapters can be tested on recorded environments.
