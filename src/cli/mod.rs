@@ -3,7 +3,12 @@
 mod agent;
 mod config;
 mod discover;
+mod doctor;
+mod down;
 mod run;
+mod status;
+mod submit;
+mod up;
 
 use std::path::PathBuf;
 
@@ -40,6 +45,16 @@ enum SchedulerArg {
 enum Command {
     /// Start a Ray cluster on this allocation, run the driver on the head node, tear it all down.
     Run(run::Args),
+    /// Submit a Ray cluster as a batch job from a login node and wait until it is ready.
+    Up(up::Args),
+    /// Cancel a cluster's jobs and mark it ended.
+    Down(down::Args),
+    /// Show clusters at a glance, or one cluster in detail.
+    Status(status::Args),
+    /// Run a command as a Ray job on a cluster (Ray's Jobs API), following its logs.
+    Submit(submit::Args),
+    /// Check the settings large Ray deployments depend on, and say what to fix.
+    Doctor(doctor::Args),
     /// Show what this process may use on this node (CPUs, GPUs, memory, address).
     Discover(discover::Args),
     /// Check a config file.
@@ -82,6 +97,11 @@ pub fn main() -> i32 {
         Command::Discover(a) => load_config(&cli).and_then(|(cfg, _)| discover::run(a, &cfg)),
         Command::Run(a) => load_config(&cli).and_then(|(cfg, path)| run::run(a, cfg, path)),
         Command::Agent(a) => load_config(&cli).and_then(|(cfg, _)| agent::run(a, cfg)),
+        Command::Up(a) => load_config(&cli).and_then(|(cfg, path)| up::run(a, cfg, path)),
+        Command::Down(a) => load_config(&cli).and_then(|(cfg, _)| down::run(a, cfg)),
+        Command::Status(a) => load_config(&cli).and_then(|(cfg, _)| status::run(a, cfg)),
+        Command::Submit(a) => load_config(&cli).and_then(|(cfg, _)| submit::run(a, cfg)),
+        Command::Doctor(a) => load_config(&cli).and_then(|(cfg, _)| doctor::run(a, cfg)),
     };
     match result {
         Ok(code) => code,

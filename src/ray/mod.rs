@@ -1,6 +1,7 @@
 //! Everything that talks to or starts the real Ray.
 
 pub mod gcs;
+pub mod jobs_api;
 pub mod launch;
 pub mod ports;
 

@@ -1,0 +1,10 @@
+//! `ray-hpc submit` (being written).
+
+use crate::config::Config;
+
+#[derive(clap::Args)]
+pub struct Args {}
+
+pub fn run(_args: &Args, _config: Config) -> anyhow::Result<i32> {
+    anyhow::bail!("`ray-hpc submit` is not written yet")
+}

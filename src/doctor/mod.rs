@@ -1,0 +1,1 @@
+//! Checks of the practices large Ray deployments depend on (being written).

@@ -1,0 +1,1 @@
+//! The head agent's Prometheus metrics and the file_sd target list (being written).

@@ -1,0 +1,1 @@
+//! Ray's Jobs REST API on the dashboard (being written).

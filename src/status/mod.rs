@@ -1,0 +1,1 @@
+//! The one model of a cluster that `status` renders as text and JSON (being written).
