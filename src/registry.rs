@@ -192,11 +192,12 @@ impl ClusterDir {
         })
     }
 
-    /// Creates (or takes over an ended) cluster directory for a new cluster.
+    /// Creates a cluster directory for a new cluster, or takes over an ended one, or (for the
+    /// head agent of a job `ray-hpc up` submitted) a queued one.
     pub fn create(root: &Path, name: &str) -> Result<Self, RegistryError> {
         let dir = Self::open(root, name)?;
         if let Ok(old) = dir.load() {
-            if !old.state.is_over() {
+            if !old.state.is_over() && old.state != ClusterState::Queued {
                 return Err(RegistryError::NameTaken {
                     name: name.to_string(),
                     state: old.state,
@@ -282,13 +283,50 @@ impl ClusterDir {
         })
     }
 
-    /// Writes the record atomically (temp file + rename) so readers never see half of it.
+    /// Writes the record atomically (temp file + rename) so readers never see half of it, under
+    /// the directory's lock so it never interleaves with an `update`.
     pub fn save(&self, record: &ClusterRecord) -> Result<(), RegistryError> {
+        let _lock = self.lock()?;
+        self.save_locked(record)
+    }
+
+    fn save_locked(&self, record: &ClusterRecord) -> Result<(), RegistryError> {
         let path = self.record_path();
         let tmp = self.path.join(".cluster.json.tmp");
         let text = serde_json::to_string_pretty(record).expect("records always serialize");
         write_private(&tmp, text.as_bytes())?;
         fs::rename(&tmp, &path).map_err(io(&path))
+    }
+
+    /// Read-modify-write of the record under the directory's lock: `ray-hpc up` and the head
+    /// agent both write it.
+    pub fn update(
+        &self,
+        change: impl FnOnce(&mut ClusterRecord),
+    ) -> Result<ClusterRecord, RegistryError> {
+        let _lock = self.lock()?;
+        let mut record = self.load()?;
+        change(&mut record);
+        record.updated_unix = now_unix();
+        self.save_locked(&record)?;
+        Ok(record)
+    }
+
+    fn lock(&self) -> Result<nix::fcntl::Flock<fs::File>, RegistryError> {
+        let path = self.path.join(".lock");
+        let file = fs::OpenOptions::new()
+            .create(true)
+            .truncate(false)
+            .write(true)
+            .mode(0o600)
+            .open(&path)
+            .map_err(io(&path))?;
+        nix::fcntl::Flock::lock(file, nix::fcntl::FlockArg::LockExclusive).map_err(|(_, e)| {
+            RegistryError::Io {
+                path,
+                why: e.into(),
+            }
+        })
     }
 
     /// Writes a fresh random token (0600) and returns it.
@@ -374,6 +412,22 @@ mod tests {
         assert_eq!(mode(&dir.token_path()), 0o600);
         assert_eq!(mode(&dir.record_path()), 0o600);
         assert_eq!(dir.load().unwrap().state, ClusterState::Starting);
+    }
+
+    #[test]
+    fn a_queued_record_is_taken_over_and_updates_keep_other_fields() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = ClusterDir::create(tmp.path(), "q").unwrap();
+        let mut r = record("q", ClusterState::Queued);
+        r.job_output = Some("/x/job.out".into());
+        dir.save(&r).unwrap();
+        let again = ClusterDir::create(tmp.path(), "q").unwrap();
+        let updated = again.update(|r| r.job_id = "99".into()).unwrap();
+        assert_eq!(updated.job_id, "99");
+        assert_eq!(
+            dir.load().unwrap().job_output,
+            Some(PathBuf::from("/x/job.out"))
+        );
     }
 
     #[test]

@@ -86,6 +86,8 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
     let name = config.cluster.name_or_default(&alloc.job_id);
     let root = registry::root()?;
     let dir = ClusterDir::create(&root, &name)?;
+    // `ray-hpc up` leaves a queued record for this job: keep what it knows.
+    let submitted = dir.load().ok().filter(|r| r.state == ClusterState::Queued);
     let secret = dir.write_new_token()?;
     let token_path = dir.token_path();
     let auth_on = config.auth == AuthMode::Token;
@@ -103,7 +105,7 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
         job_id: alloc.job_id.clone(),
         state: ClusterState::Starting,
         message: None,
-        created_unix: now,
+        created_unix: submitted.as_ref().map_or(now, |r| r.created_unix),
         updated_unix: now,
         expected_nodes: alloc.hosts.len() as u32,
         head_node: alloc.head().name.clone(),
@@ -117,7 +119,7 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
         nodes: vec![],
         nodes_joined: 0,
         metrics_address: None,
-        job_output: None,
+        job_output: submitted.and_then(|r| r.job_output),
     };
     let mut head = Head {
         grace: Duration::from_secs(config.teardown.grace_s),
@@ -408,6 +410,11 @@ async fn bring_up_and_drive(
             }
         };
         let missing: Vec<&String> = expected.keys().filter(|k| !joined.contains(*k)).collect();
+        let joined_now = (n_hosts - missing.len()) as u32;
+        if joined_now != head.record.nodes_joined {
+            head.record.nodes_joined = joined_now;
+            head.save();
+        }
         if missing.is_empty() {
             break;
         }

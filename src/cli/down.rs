@@ -1,10 +1,100 @@
-//! `ray-hpc down` (being written).
+//! `ray-hpc down NAME... | --all`: cancel clusters' jobs, wait until they are gone, and mark the
+//! registry entries ended. A cluster that is already gone is not an error.
+
+use std::time::{Duration, Instant};
+
+use anyhow::anyhow;
 
 use crate::config::Config;
+use crate::registry::{self, ClusterDir, ClusterState};
+use crate::scheduler::{self, JobState};
 
 #[derive(clap::Args)]
-pub struct Args {}
+pub struct Args {
+    /// The clusters to end.
+    names: Vec<String>,
+    /// End every cluster of yours that is not over yet.
+    #[arg(long, conflicts_with = "names")]
+    all: bool,
+    /// Seconds to wait for the scheduler to let go of the jobs.
+    #[arg(long, default_value_t = 120)]
+    timeout: u64,
+}
 
-pub fn run(_args: &Args, _config: Config) -> anyhow::Result<i32> {
-    anyhow::bail!("`ray-hpc down` is not written yet")
+pub fn run(args: &Args, _config: Config) -> anyhow::Result<i32> {
+    let root = registry::root()?;
+    let names: Vec<String> = if args.all {
+        registry::list_names(&root)
+    } else if args.names.is_empty() {
+        return Err(anyhow!("name the cluster(s) to end, or use --all"));
+    } else {
+        args.names.clone()
+    };
+    let mut code = 0;
+    for name in &names {
+        if let Err(e) = down_one(&root, name, args.all, Duration::from_secs(args.timeout)) {
+            eprintln!("ray-hpc: {name}: {e:#}");
+            code = 1;
+        }
+    }
+    Ok(code)
+}
+
+fn down_one(
+    root: &std::path::Path,
+    name: &str,
+    quiet_if_over: bool,
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let dir = ClusterDir::open_existing(root, name)?;
+    let record = dir.load()?;
+    if record.state.is_over() {
+        if !quiet_if_over {
+            eprintln!("cluster {name} already {:?}", record.state);
+        }
+        return Ok(());
+    }
+    let jobs: Vec<String> = [record.job_id.clone()]
+        .into_iter()
+        .filter(|j| !j.is_empty())
+        .collect();
+    let sched = scheduler::by_name(&record.scheduler, scheduler::process_env())?;
+    sched.cancel(&jobs)?;
+    // Wait until the scheduler has let go of them: nothing pending, running or completing.
+    let deadline = Instant::now() + timeout;
+    loop {
+        let active: Vec<String> = sched
+            .query(&jobs)?
+            .into_iter()
+            .filter(|j| !matches!(j.state, JobState::Ended(_)))
+            .map(|j| j.id)
+            .collect();
+        if active.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                "job(s) {} still not gone after {} s; check with the scheduler",
+                active.join(", "),
+                timeout.as_secs()
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(500));
+    }
+    let record = dir.update(|r| {
+        if !r.state.is_over() {
+            r.state = ClusterState::Ended;
+            r.message = Some("ended by `ray-hpc down`".into());
+        }
+    })?;
+    eprintln!(
+        "cluster {name}: job {} cancelled; {:?}",
+        if jobs.is_empty() {
+            "-".to_string()
+        } else {
+            jobs.join(", ")
+        },
+        record.state
+    );
+    Ok(())
 }

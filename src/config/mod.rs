@@ -20,6 +20,7 @@
 //! grace_s = 10
 //! [slurm]
 //! srun_args = ["--mpi=none"]
+//! extra_directives = ["#SBATCH --account=proj1"]
 //! ```
 //!
 //! Parsing never stops at the first mistake: [`Config::parse`] walks the whole document and
@@ -195,6 +196,9 @@ pub struct SlurmConfig {
     /// `slurm.srun_args`: extra arguments for the one `srun` step that starts an agent on every
     /// node, e.g. `["--mpi=none"]`. Default: none.
     pub srun_args: Vec<String>,
+    /// `slurm.extra_directives`: extra header lines for the job scripts `ray-hpc up` writes,
+    /// each a whole `#SBATCH ...` line, e.g. `["#SBATCH --account=proj1"]`. Default: none.
+    pub extra_directives: Vec<String>,
 }
 
 /// `scheduler`: which batch scheduler ray-hpc talks to. More will come (LSF, YARN).

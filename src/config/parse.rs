@@ -37,7 +37,7 @@ const RAY_KEYS: &[&str] = &[
 ];
 const NETWORK_KEYS: &[&str] = &["interface"];
 const TEARDOWN_KEYS: &[&str] = &["grace_s"];
-const SLURM_KEYS: &[&str] = &["srun_args"];
+const SLURM_KEYS: &[&str] = &["srun_args", "extra_directives"];
 
 /// Every table of the schema with its keys ("" is the top level).
 pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
@@ -394,28 +394,52 @@ impl Walker<'_> {
         }
     }
 
+    /// An array of non-empty strings, each also passing `check` (which names what is wrong);
+    /// None after reporting every bad item.
+    fn string_list(
+        &mut self,
+        key: &str,
+        v: &Spanned<DeValue<'_>>,
+        check: impl Fn(&str) -> Option<&'static str>,
+    ) -> Option<Vec<String>> {
+        let arr = self.array(key, v, "an array of strings")?;
+        let mut items = Vec::new();
+        let mut ok = true;
+        for (i, item) in arr.iter().enumerate() {
+            let key = format!("{key}[{i}]");
+            match self.string(&key, item) {
+                Some("") => {
+                    self.bad_value(&key, item, "must not be empty");
+                    ok = false;
+                }
+                Some(s) => match check(s) {
+                    Some(why) => {
+                        self.bad_value(&key, item, why);
+                        ok = false;
+                    }
+                    None => items.push(s.to_string()),
+                },
+                None => ok = false,
+            }
+        }
+        ok.then_some(items)
+    }
+
     fn slurm(&mut self, t: &DeTable<'_>, c: &mut SlurmConfig) {
         for (k, v) in t {
             match k.get_ref().as_ref() {
                 "srun_args" => {
-                    let Some(arr) = self.array("slurm.srun_args", v, "an array of strings") else {
-                        continue;
-                    };
-                    let mut args = Vec::new();
-                    let mut ok = true;
-                    for (i, item) in arr.iter().enumerate() {
-                        let key = format!("slurm.srun_args[{i}]");
-                        match self.string(&key, item) {
-                            Some("") => {
-                                self.bad_value(&key, item, "must not be empty");
-                                ok = false;
-                            }
-                            Some(s) => args.push(s.to_string()),
-                            None => ok = false,
-                        }
-                    }
-                    if ok {
+                    if let Some(args) = self.string_list("slurm.srun_args", v, |_| None) {
                         c.srun_args = args;
+                    }
+                }
+                "extra_directives" => {
+                    let check = |s: &str| {
+                        (!s.starts_with("#SBATCH ") || s.contains('\n'))
+                            .then_some("must be one line starting with `#SBATCH `")
+                    };
+                    if let Some(lines) = self.string_list("slurm.extra_directives", v, check) {
+                        c.extra_directives = lines;
                     }
                 }
                 _ => self.unknown("slurm", k),

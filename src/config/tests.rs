@@ -115,6 +115,10 @@ fn config_every_key_parses() {
         teardown: TeardownConfig { grace_s: 30 },
         slurm: SlurmConfig {
             srun_args: vec!["--mpi=none".into(), "--cpu-bind=none".into()],
+            extra_directives: vec![
+                "#SBATCH --account=proj1".into(),
+                "#SBATCH --qos=normal".into(),
+            ],
         },
     };
     assert_eq!(c, expected);
@@ -391,6 +395,12 @@ fn config_each_rule_reports_its_position() {
             "2:20",
             WrongType,
             "slurm.srun_args[1] = 2 must be a string, not an integer",
+        ),
+        (
+            "[slurm]\nextra_directives = [\"--account=x\"]",
+            "2:21",
+            BadValue,
+            "must be one line starting with `#SBATCH `",
         ),
         (
             "[slurm]\nsrun_args = [\"\"]",

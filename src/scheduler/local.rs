@@ -5,7 +5,9 @@ use std::ffi::OsString;
 use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
-use super::{Allocation, Env, Host, Scheduler, SchedulerError};
+use super::{
+    Allocation, Env, Host, JobInfo, JobRequest, JobState, Scheduler, SchedulerError, shell_quote,
+};
 use crate::discovery::{GpuGrant, NodeGrant};
 
 /// The address a local cluster binds and advertises.
@@ -29,6 +31,20 @@ fn hostname() -> String {
         .ok()
         .and_then(|h| h.into_string().ok())
         .unwrap_or_else(|| "localhost".into())
+}
+
+/// Pid of a local "job" id (`local-<pid>`).
+fn pid_of(job_id: &str) -> Option<i32> {
+    job_id.strip_prefix("local-")?.parse().ok()
+}
+
+/// A local job is alive while its pid runs ray-hpc (a recycled pid runs something else).
+fn is_our_job(pid: i32) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    let first = cmdline.split(|b| *b == 0).next().unwrap_or_default();
+    String::from_utf8_lossy(first).ends_with("ray-hpc")
 }
 
 impl Scheduler for Local {
@@ -78,5 +94,69 @@ impl Scheduler for Local {
         _extra_args: &[String],
     ) -> Result<Option<Command>, SchedulerError> {
         Ok(None)
+    }
+
+    fn render_job(&self, req: &JobRequest) -> Result<String, SchedulerError> {
+        let mut script = String::from(
+            "#!/bin/bash\n# A local Ray cluster started by `ray-hpc up`.\nset -euo pipefail\n",
+        );
+        for (k, v) in &req.env {
+            script.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        }
+        script.push_str(&format!("exec {}\n", req.command));
+        Ok(script)
+    }
+
+    /// Starts the script detached (its own session, output to `req.output`); the job id is the
+    /// pid, which `exec` hands on to `ray-hpc run`, whose own job id is then the same.
+    fn submit(&self, script: &str, req: &JobRequest) -> Result<String, SchedulerError> {
+        use std::os::unix::process::CommandExt;
+        let fail = |why: String| SchedulerError::Command {
+            command: "bash (local job)".into(),
+            why,
+        };
+        let out = std::fs::File::create(&req.output)
+            .map_err(|e| fail(format!("{}: {e}", req.output.display())))?;
+        let mut cmd = Command::new("bash");
+        cmd.arg("-c")
+            .arg(script)
+            .stdin(std::process::Stdio::null())
+            .stdout(out.try_clone().map_err(|e| fail(e.to_string()))?)
+            .stderr(out);
+        // SAFETY: setsid is async-signal-safe; the job must outlive `ray-hpc up`.
+        unsafe {
+            cmd.pre_exec(|| {
+                nix::unistd::setsid().map_err(std::io::Error::from)?;
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
+        Ok(format!("local-{}", child.id()))
+    }
+
+    fn query(&self, job_ids: &[String]) -> Result<Vec<JobInfo>, SchedulerError> {
+        Ok(job_ids
+            .iter()
+            .filter(|id| pid_of(id).is_some_and(is_our_job))
+            .map(|id| JobInfo {
+                id: id.clone(),
+                name: String::new(),
+                state: JobState::Running,
+                reason: None,
+                start_time: None,
+            })
+            .collect())
+    }
+
+    fn cancel(&self, job_ids: &[String]) -> Result<(), SchedulerError> {
+        for pid in job_ids.iter().filter_map(|id| pid_of(id)) {
+            if is_our_job(pid) {
+                let _ = nix::sys::signal::kill(
+                    nix::unistd::Pid::from_raw(pid),
+                    nix::sys::signal::Signal::SIGTERM,
+                );
+            }
+        }
+        Ok(())
     }
 }

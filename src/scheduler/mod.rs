@@ -65,6 +65,9 @@ pub enum SchedulerError {
     Command { command: String, why: String },
     #[error("could not parse the output of `{command}`: {why}")]
     BadOutput { command: String, why: String },
+    /// The scheduler said no; `message` is its own words.
+    #[error("`{command}` refused the job: {message}")]
+    Refused { command: String, message: String },
 }
 
 /// A batch job to submit: what `ray-hpc up` (and later the autoscaler) asks for.
@@ -190,6 +193,31 @@ pub fn select(choice: SchedulerChoice, env: Env) -> Result<Box<dyn Scheduler>, S
         }
         SchedulerChoice::Auto => Box::new(local::Local::new(env)),
     })
+}
+
+/// Quotes `s` for a POSIX shell when it needs it.
+pub fn shell_quote(s: &str) -> String {
+    let plain = !s.is_empty()
+        && s.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c));
+    if plain {
+        s.to_string()
+    } else {
+        format!("'{}'", s.replace('\'', "'\\''"))
+    }
+}
+
+/// The adapter for a scheduler named in a cluster record ("slurm", "local").
+pub fn by_name(name: &str, env: Env) -> Result<Box<dyn Scheduler>, SchedulerError> {
+    match name {
+        "slurm" => Ok(Box::new(slurm::Slurm::new(env))),
+        "local" => Ok(Box::new(local::Local::new(env))),
+        other => Err(SchedulerError::BadVariable {
+            variable: "scheduler".into(),
+            value: other.into(),
+            why: "this ray-hpc knows only slurm and local".into(),
+        }),
+    }
 }
 
 /// Runs a scheduler command and returns its stdout, or an error carrying its stderr.

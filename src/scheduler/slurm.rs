@@ -6,7 +6,10 @@ use std::ffi::OsString;
 use std::net::{IpAddr, ToSocketAddrs};
 use std::process::Command;
 
-use super::{Allocation, Env, Host, Scheduler, SchedulerError, run_command};
+use super::{
+    Allocation, Env, Host, JobInfo, JobRequest, JobState, Scheduler, SchedulerError, run_command,
+    shell_quote,
+};
 use crate::discovery::{GpuGrant, NodeGrant};
 
 pub struct Slurm {
@@ -104,6 +107,80 @@ fn resolve(addr: &str) -> Option<IpAddr> {
         .ok()?
         .map(|sa| sa.ip())
         .find(|ip| ip.is_ipv4())
+}
+
+/// The job script template (slurm/ray-cluster.sbatch.in).
+const TEMPLATE: &str = include_str!("../../slurm/ray-cluster.sbatch.in");
+
+/// Renders `req` into the template: the header is declarative, one directive per request field.
+pub fn render(req: &JobRequest) -> String {
+    let mut directives: Vec<String> = Vec::new();
+    let mut directive = |flag: &str, value: Option<String>| {
+        if let Some(v) = value {
+            directives.push(format!("#SBATCH --{flag}={v}"));
+        }
+    };
+    directive("cpus-per-task", req.cpus_per_node.map(|c| c.to_string()));
+    directive("gpus-per-node", req.gpus_per_node.map(|g| g.to_string()));
+    directive("partition", req.partition.clone());
+    directive("time", req.time.clone());
+    directives.extend(req.extra_directives.iter().cloned());
+    let env: Vec<String> = req
+        .env
+        .iter()
+        .map(|(k, v)| format!("export {k}={}", shell_quote(v)))
+        .collect();
+    TEMPLATE
+        .replace("@NAME@", &req.name)
+        .replace("@NODES@", &req.nodes.to_string())
+        .replace("@OUTPUT@", &req.output.display().to_string())
+        .replace("@DIRECTIVES@\n", &lines(&directives))
+        .replace("@ENV@\n", &lines(&env))
+        .replace("@COMMAND@", &req.command)
+}
+
+fn lines(v: &[String]) -> String {
+    v.iter().map(|l| format!("{l}\n")).collect()
+}
+
+/// Slurm's job states as ours (squeue's %T).
+pub fn job_state(slurm: &str) -> JobState {
+    match slurm {
+        "PENDING" | "REQUEUED" | "REQUEUE_HOLD" | "REQUEUE_FED" | "RESV_DEL_HOLD" => {
+            JobState::Pending
+        }
+        "RUNNING" | "CONFIGURING" | "RESIZING" | "SIGNALING" | "STAGE_OUT" | "SUSPENDED" => {
+            JobState::Running
+        }
+        "COMPLETING" => JobState::Completing,
+        other => JobState::Ended(other.to_string()),
+    }
+}
+
+/// Parses `squeue -h -o '%i|%j|%T|%r|%S'` output.
+pub fn parse_squeue(output: &str) -> Result<Vec<JobInfo>, SchedulerError> {
+    let mut jobs = Vec::new();
+    for line in output.lines().filter(|l| !l.trim().is_empty()) {
+        let f: Vec<&str> = line.split('|').collect();
+        if f.len() != 5 {
+            return Err(SchedulerError::BadOutput {
+                command: "squeue".into(),
+                why: format!("expected 5 fields separated by |, got {line:?}"),
+            });
+        }
+        let optional = |s: &str| {
+            let s = s.trim();
+            (!s.is_empty() && s != "N/A" && s != "None" && s != "(null)").then(|| s.to_string())
+        };
+        jobs.push(JobInfo {
+            id: f[0].trim().to_string(),
+            name: f[1].trim().to_string(),
+            state: job_state(f[2].trim()),
+            reason: optional(f[3]),
+            start_time: optional(f[4]),
+        });
+    }
+    Ok(jobs)
 }
 
 impl Scheduler for Slurm {
@@ -259,6 +336,102 @@ impl Scheduler for Slurm {
         cmd.env_remove("SLURM_CPUS_PER_TASK");
         Ok(Some(cmd))
     }
+
+    fn render_job(&self, req: &JobRequest) -> Result<String, SchedulerError> {
+        Ok(render(req))
+    }
+
+    fn submit(&self, script: &str, _req: &JobRequest) -> Result<String, SchedulerError> {
+        use std::io::Write;
+        let mut child = Command::new("sbatch")
+            .arg("--parsable")
+            .stdin(std::process::Stdio::piped())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .map_err(|e| SchedulerError::Command {
+                command: "sbatch".into(),
+                why: format!("could not run it: {e}"),
+            })?;
+        let mut stdin = child.stdin.take().expect("piped");
+        let written = stdin.write_all(script.as_bytes());
+        drop(stdin);
+        let out = child
+            .wait_with_output()
+            .map_err(|e| SchedulerError::Command {
+                command: "sbatch".into(),
+                why: e.to_string(),
+            })?;
+        if !out.status.success() || written.is_err() {
+            // Slurm's own words: QOS limits, bad partitions and the like.
+            return Err(SchedulerError::Refused {
+                command: "sbatch".into(),
+                message: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+            });
+        }
+        let stdout = String::from_utf8_lossy(&out.stdout);
+        let id = stdout.trim().split(';').next().unwrap_or("").to_string();
+        if id.is_empty() || !id.chars().all(|c| c.is_ascii_digit() || c == '_') {
+            return Err(SchedulerError::BadOutput {
+                command: "sbatch --parsable".into(),
+                why: format!("expected a job id, got {stdout:?}"),
+            });
+        }
+        Ok(id)
+    }
+
+    fn query(&self, job_ids: &[String]) -> Result<Vec<JobInfo>, SchedulerError> {
+        if job_ids.is_empty() {
+            return Ok(vec![]);
+        }
+        let out = Command::new("squeue")
+            .args(["-h", "-t", "all", "-o", "%i|%j|%T|%r|%S", "-j"])
+            .arg(job_ids.join(","))
+            .output()
+            .map_err(|e| SchedulerError::Command {
+                command: "squeue".into(),
+                why: format!("could not run it: {e}"),
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        if !out.status.success() {
+            // Every id is gone from the controller's memory: not an error, just none left.
+            if stderr.contains("Invalid job id") {
+                return Ok(vec![]);
+            }
+            return Err(SchedulerError::Command {
+                command: "squeue".into(),
+                why: stderr.trim().to_string(),
+            });
+        }
+        parse_squeue(&String::from_utf8_lossy(&out.stdout))
+    }
+
+    fn cancel(&self, job_ids: &[String]) -> Result<(), SchedulerError> {
+        if job_ids.is_empty() {
+            return Ok(());
+        }
+        let out = Command::new("scancel")
+            .args(job_ids)
+            .output()
+            .map_err(|e| SchedulerError::Command {
+                command: "scancel".into(),
+                why: format!("could not run it: {e}"),
+            })?;
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let already_gone = stderr.lines().all(|l| {
+            l.contains("Invalid job id")
+                || l.contains("already completing or completed")
+                || l.trim().is_empty()
+        });
+        if out.status.success() || already_gone {
+            Ok(())
+        } else {
+            Err(SchedulerError::Command {
+                command: format!("scancel {}", job_ids.join(" ")),
+                why: stderr.trim().to_string(),
+            })
+        }
+    }
 }
 
 #[cfg(test)]
@@ -409,6 +582,75 @@ mod tests {
             err.to_string().contains("SLURM_MEM_PER_NODE=\"lots\""),
             "{err}"
         );
+    }
+
+    #[test]
+    fn job_scripts_render_every_requested_field() {
+        let req = JobRequest {
+            name: "rh-c1".into(),
+            nodes: 2,
+            cpus_per_node: Some(4),
+            gpus_per_node: None,
+            partition: Some("debug".into()),
+            time: Some("30".into()),
+            extra_directives: vec!["#SBATCH --account=proj1".into()],
+            output: "/home/u/.ray-hpc/clusters/c1/job.out".into(),
+            command: "/usr/bin/ray-hpc run --name c1".into(),
+            env: vec![("RAY_HPC_HOME".into(), "/home/u/my dir".into())],
+        };
+        let script = render(&req);
+        for line in [
+            "#SBATCH --job-name=rh-c1",
+            "#SBATCH --nodes=2",
+            "#SBATCH --cpus-per-task=4",
+            "#SBATCH --partition=debug",
+            "#SBATCH --time=30",
+            "#SBATCH --account=proj1",
+            "#SBATCH --output=/home/u/.ray-hpc/clusters/c1/job.out",
+            "export RAY_HPC_HOME='/home/u/my dir'",
+            "exec /usr/bin/ray-hpc run --name c1",
+        ] {
+            assert!(
+                script.lines().any(|l| l == line),
+                "{line} missing from\n{script}"
+            );
+        }
+        assert!(!script.contains("gpus-per-node"), "{script}");
+        for placeholder in [
+            "@NAME@",
+            "@NODES@",
+            "@OUTPUT@",
+            "@DIRECTIVES@",
+            "@ENV@",
+            "@COMMAND@",
+        ] {
+            assert!(
+                !script.contains(placeholder),
+                "{placeholder} left in\n{script}"
+            );
+        }
+        // Every #SBATCH line comes before the first command, or Slurm ignores it.
+        let first_cmd = script.lines().position(|l| l.starts_with("set ")).unwrap();
+        assert!(
+            script
+                .lines()
+                .skip(first_cmd)
+                .all(|l| !l.starts_with("#SBATCH"))
+        );
+    }
+
+    #[test]
+    fn squeue_output_parses_into_job_states() {
+        let out = "12|rh-a|PENDING|Resources|2026-11-22T08:00:00\n13|rh-a|RUNNING|None|2026-11-22T07:00:00\n14|rh-b|CANCELLED|None|N/A\n";
+        let jobs = parse_squeue(out).unwrap();
+        assert_eq!(jobs[0].state, JobState::Pending);
+        assert_eq!(jobs[0].reason.as_deref(), Some("Resources"));
+        assert_eq!(jobs[0].start_time.as_deref(), Some("2026-11-22T08:00:00"));
+        assert_eq!(jobs[1].state, JobState::Running);
+        assert_eq!(jobs[1].reason, None);
+        assert_eq!(jobs[2].state, JobState::Ended("CANCELLED".into()));
+        assert_eq!(jobs[2].start_time, None);
+        assert!(parse_squeue("garbage").is_err());
     }
 
     #[test]

@@ -1,0 +1,343 @@
+//! `ray-hpc up` / `down` from a "login node" (this machine) against the real Slurm test bed and
+//! the real Ray, and the local scheduler. tests/run sets RAY_HPC_E2E=1.
+
+mod common;
+
+use std::process::{Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+fn slurm_up() -> bool {
+    let up = Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    assert!(
+        up || !e2e_required(),
+        "RAY_HPC_E2E=1 but no Slurm controller answers: run slurm/testbed/up"
+    );
+    if !up {
+        eprintln!("SKIPPED: no Slurm test bed");
+    }
+    up
+}
+
+fn run(home: &TestHome, args: &[&str]) -> Output {
+    home.command(args).output().unwrap()
+}
+
+fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+fn record(home: &TestHome, name: &str) -> serde_json::Value {
+    let p = home.path().join("clusters").join(name).join("cluster.json");
+    serde_json::from_str(&std::fs::read_to_string(&p).unwrap()).unwrap()
+}
+
+fn squeue_ids(name_tag: &str) -> Vec<String> {
+    let out = Command::new("squeue")
+        .args(["-h", "-o", "%i", "-n", name_tag])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// Environment from `export NAME=value` lines (values as printed: no quoting needed here).
+fn exports(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// A job that fills every node of the test bed, so new jobs queue.
+struct Blocker(String);
+
+impl Blocker {
+    fn fill(home: &TestHome) -> Self {
+        let out = Command::new("sbatch")
+            .args([
+                "--parsable",
+                "-N",
+                "4",
+                "-c",
+                "2",
+                "--time=10",
+                "-J",
+                "blocker",
+            ])
+            .args(["-o", "/dev/null", "--wrap", "sleep 600"])
+            .env("RAY_HPC_HOME", home.path())
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        wait_for(
+            "the blocker to run",
+            Duration::from_secs(60),
+            || {
+                let o = Command::new("squeue")
+                    .args(["-h", "-o", "%T", "-j", &id])
+                    .output()
+                    .unwrap();
+                (String::from_utf8_lossy(&o.stdout).trim() == "RUNNING").then_some(())
+            },
+            String::new,
+        );
+        Blocker(id)
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        let _ = Command::new("scancel").arg(&self.0).status();
+    }
+}
+
+#[test]
+fn up_gives_a_usable_cluster_and_down_leaves_nothing() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    let up = run(
+        &home,
+        &[
+            "up",
+            "--name",
+            "u1",
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "2",
+            "--time",
+            "10",
+        ],
+    );
+    assert!(up.status.success(), "{}", text(&up));
+    let err = stderr(&up);
+    assert!(err.contains("job") && err.contains("submitted"), "{err}");
+    assert!(
+        err.contains("is ready") && err.contains("ssh -N -L 8265:"),
+        "{err}"
+    );
+    let rec = record(&home, "u1");
+    assert_eq!(rec["state"], "READY", "{rec}");
+    assert_eq!(rec["nodes_joined"], 2);
+    let nodes = rec["nodes"].as_array().unwrap();
+    assert_eq!(nodes.len(), 2);
+    assert!(nodes.iter().all(|n| n["cpus"] == 2), "{rec}");
+
+    // The printed export lines make the real Ray CLI and a driver work.
+    let env = exports(&String::from_utf8_lossy(&up.stdout));
+    assert!(
+        env.iter().any(|(k, _)| k == "RAY_AUTH_TOKEN_PATH"),
+        "{env:?}"
+    );
+    let status = Command::new(venv_bin().join("ray"))
+        .arg("status")
+        .envs(env.iter().cloned())
+        .env("PATH", test_path())
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    let status_text = String::from_utf8_lossy(&status.stdout);
+    assert!(status.status.success(), "ray status: {}", text(&status));
+    assert!(
+        status_text.contains("4.0 CPU"),
+        "ray status shows the 4 CPUs: {status_text}"
+    );
+    let driver = Command::new(venv_bin().join("python"))
+        .args([
+            "-c",
+            "import ray; ray.init(); print('alive', sum(n['Alive'] for n in ray.nodes()))",
+        ])
+        .envs(env.iter().cloned())
+        .env("PATH", test_path())
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    assert!(
+        String::from_utf8_lossy(&driver.stdout).contains("alive 2"),
+        "{}",
+        text(&driver)
+    );
+
+    let down = run(&home, &["down", "u1"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(squeue_ids("rh-u1").is_empty(), "the job is gone");
+    assert_eq!(record(&home, "u1")["state"], "ENDED");
+    home.assert_no_leftovers(Duration::from_secs(30));
+    for dir in temp_dirs(&record(&home, "u1")) {
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+    // A cluster already gone is not an error; an unknown one is, naming the known ones.
+    assert!(run(&home, &["down", "u1"]).status.success());
+    let unknown = run(&home, &["down", "nope"]);
+    assert!(!unknown.status.success());
+    assert!(
+        stderr(&unknown).contains("known clusters: u1"),
+        "{}",
+        text(&unknown)
+    );
+}
+
+#[test]
+fn a_cluster_that_cannot_start_yet_shows_queued_with_slurms_reason() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    let _blocker = Blocker::fill(&home);
+    // Not ready in time: say where it is stuck, and leave it queued.
+    let up = run(
+        &home,
+        &["up", "--name", "q1", "--nodes", "2", "--timeout", "8"],
+    );
+    assert_eq!(up.status.code(), Some(1), "{}", text(&up));
+    assert!(stderr(&up).contains("queued: Resources"), "{}", text(&up));
+    assert!(stderr(&up).contains("ray-hpc down q1"), "{}", text(&up));
+    let rec = record(&home, "q1");
+    assert_eq!(rec["state"], "QUEUED", "{rec}");
+    assert_eq!(squeue_ids("rh-q1").len(), 1, "still queued");
+
+    // --cancel-on-timeout gives it back instead.
+    let up = run(
+        &home,
+        &[
+            "up",
+            "--name",
+            "q2",
+            "--nodes",
+            "1",
+            "--timeout",
+            "5",
+            "--cancel-on-timeout",
+        ],
+    );
+    assert_eq!(up.status.code(), Some(1), "{}", text(&up));
+    assert!(stderr(&up).contains("cancelled job"), "{}", text(&up));
+    assert_eq!(record(&home, "q2")["state"], "FAILED");
+    wait_for(
+        "q2's job to leave the queue",
+        Duration::from_secs(30),
+        || squeue_ids("rh-q2").is_empty().then_some(()),
+        String::new,
+    );
+
+    let down = run(&home, &["down", "--all"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(squeue_ids("rh-q1").is_empty());
+    assert_eq!(record(&home, "q1")["state"], "ENDED");
+}
+
+#[test]
+fn dry_run_prints_the_script_with_extra_directives_and_submits_nothing() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    let cfg = home.write(
+        "c.toml",
+        "[slurm]\nextra_directives = [\"#SBATCH --comment=from-the-config\", \"#SBATCH --exclusive\"]\n",
+    );
+    let out = run(
+        &home,
+        &[
+            "--config",
+            cfg.to_str().unwrap(),
+            "up",
+            "--dry-run",
+            "--name",
+            "d1",
+            "--nodes",
+            "3",
+            "--partition",
+            "debug",
+        ],
+    );
+    assert!(out.status.success(), "{}", text(&out));
+    let script = String::from_utf8_lossy(&out.stdout);
+    for line in [
+        "#SBATCH --nodes=3",
+        "#SBATCH --partition=debug",
+        "#SBATCH --comment=from-the-config",
+        "#SBATCH --exclusive",
+        "#SBATCH --job-name=rh-d1",
+    ] {
+        assert!(
+            script.lines().any(|l| l == line),
+            "{line} missing:\n{script}"
+        );
+    }
+    assert!(script.contains(" run --name d1"), "{script}");
+    assert!(squeue_ids("rh-d1").is_empty(), "nothing submitted");
+    assert!(
+        !home.path().join("clusters/d1").exists(),
+        "no registry entry"
+    );
+}
+
+#[test]
+fn a_refused_submission_shows_slurms_message_and_fails() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    let out = run(
+        &home,
+        &["up", "--name", "bad", "--partition", "nosuchpartition"],
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stderr(&out).contains("Invalid partition name specified"),
+        "{}",
+        text(&out)
+    );
+    let rec = record(&home, "bad");
+    assert_eq!(rec["state"], "FAILED");
+    assert!(
+        rec["message"]
+            .as_str()
+            .unwrap()
+            .contains("Invalid partition name specified"),
+        "{rec}"
+    );
+}
+
+#[test]
+fn local_up_and_down() {
+    let home = TestHome::new();
+    let up = run(
+        &home,
+        &[
+            "--scheduler",
+            "local",
+            "up",
+            "--name",
+            "l1",
+            "--timeout",
+            "180",
+        ],
+    );
+    assert!(
+        up.status.success(),
+        "{}\n{}",
+        text(&up),
+        std::fs::read_to_string(home.path().join("clusters/l1/job.out")).unwrap_or_default()
+    );
+    let rec = record(&home, "l1");
+    assert_eq!(rec["state"], "READY");
+    assert!(rec["job_id"].as_str().unwrap().starts_with("local-"));
+    let down = run(&home, &["down", "l1"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(record(&home, "l1")["state"], "ENDED");
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
