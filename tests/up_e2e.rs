@@ -336,8 +336,66 @@ fn local_up_and_down() {
     let rec = record(&home, "l1");
     assert_eq!(rec["state"], "READY");
     assert!(rec["job_id"].as_str().unwrap().starts_with("local-"));
+
+    // Our Prometheus endpoint answers with the documented metrics.
+    let metrics_addr = rec["metrics_address"].as_str().expect("metrics_address");
+    let body = http_get(metrics_addr, "/metrics");
+    assert!(body.starts_with("HTTP/1.1 200"), "{body}");
+    for name in [
+        "rayhpc_nodes",
+        "rayhpc_expected_nodes",
+        "rayhpc_bringup_seconds",
+        "rayhpc_pending_demand",
+        "rayhpc_scheduler_jobs",
+        "rayhpc_info",
+    ] {
+        // (rayhpc_submissions and rayhpc_submission_failures appear with the autoscaler's first
+        // node type; nothing is submitted yet.)
+        assert!(
+            body.contains(&format!("# TYPE {name}")),
+            "{name} missing:\n{body}"
+        );
+    }
+    assert!(
+        body.contains("rayhpc_expected_nodes{cluster=\"l1\"} 1"),
+        "{body}"
+    );
+    // The file_sd list names our endpoint and Ray's own metrics port, for a site Prometheus.
+    let sd: serde_json::Value = serde_json::from_str(
+        &std::fs::read_to_string(home.path().join("clusters/l1/prometheus-targets.json")).unwrap(),
+    )
+    .unwrap();
+    let groups = sd.as_array().unwrap();
+    assert_eq!(groups[0]["targets"][0], metrics_addr, "{sd}");
+    assert_eq!(groups[0]["labels"]["cluster"], "l1");
+    let ray_port = rec["nodes"][0]["ports"]["metrics_export"].as_u64().unwrap();
+    assert_eq!(
+        groups[1]["targets"][0].as_str().unwrap(),
+        format!(
+            "{}:{ray_port}",
+            rec["nodes"][0]["address"].as_str().unwrap()
+        ),
+        "{sd}"
+    );
     let down = run(&home, &["down", "l1"]);
     assert!(down.status.success(), "{}", text(&down));
     assert_eq!(record(&home, "l1")["state"], "ENDED");
     home.assert_no_leftovers(Duration::from_secs(30));
+}
+
+/// A plain HTTP/1.1 GET; returns the whole response.
+fn http_get(addr: &str, path: &str) -> String {
+    use std::io::{Read, Write};
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    write!(
+        stream,
+        "GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut response = String::new();
+    stream.read_to_string(&mut response).unwrap();
+    response
 }

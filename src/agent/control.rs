@@ -2,7 +2,7 @@
 //! client. Every call must carry the cluster secret as a bearer token.
 
 use std::collections::BTreeMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -297,26 +297,6 @@ pub async fn connect(url: &str, secret: &str, timeout: Duration) -> anyhow::Resu
     Ok(ControlClient::with_interceptor(
         channel,
         BearerAdd { header },
-    ))
-}
-
-/// Binds the control listener on `ip`, trying ports from `ports` until one binds (binding
-/// directly leaves no gap between choosing a port and using it).
-pub async fn bind(
-    ip: IpAddr,
-    ports: &mut crate::ray::ports::PortPicker,
-) -> anyhow::Result<tokio::net::TcpListener> {
-    let mut last = None;
-    for _ in 0..20 {
-        let port = ports.single("control port")?;
-        match tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await {
-            Ok(l) => return Ok(l),
-            Err(e) => last = Some(e),
-        }
-    }
-    Err(anyhow::anyhow!(
-        "could not bind the control service on {ip}: {}",
-        last.map(|e| e.to_string()).unwrap_or_default()
     ))
 }
 

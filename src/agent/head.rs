@@ -16,9 +16,12 @@ use super::signals::Signals;
 use super::supervisor::{Supervised, tail_file};
 use crate::config::{AuthMode, Config};
 use crate::discovery::{self, DiscoveryOptions, NodeResources};
+use crate::metrics::Metrics;
 use crate::proto::control::node_report::State as ReportState;
+use crate::proto::ray::autoscaler::{ClusterResourceState, NodeStatus};
 use crate::ray::gcs::GcsClient;
 use crate::ray::launch::{RayNodeSpec, Role, auth_env};
+use crate::ray::ports::{PortPicker, bind_listener};
 use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState, NodeRecord};
 use crate::scheduler::{Allocation, Scheduler};
 
@@ -206,6 +209,7 @@ struct Running {
     fan_out: Option<Supervised>,
     head_node: Option<RunningNode>,
     server: Option<tokio::task::JoinHandle<()>>,
+    metrics_server: Option<tokio::task::JoinHandle<()>>,
 }
 
 async fn run_cluster(head: &mut Head, signals: &mut Signals, b: Bringup<'_>) -> Result<i32, Stop> {
@@ -303,6 +307,27 @@ async fn bring_up_and_drive(
         b.started.elapsed().as_secs_f64()
     );
 
+    // Our Prometheus endpoint, on the head's address next to Ray's own.
+    let mut picker = PortPicker::new(port_range.0, port_range.1);
+    let metrics = Metrics::new(&head.record.name);
+    metrics.set_expected_nodes(n_hosts as u64);
+    // This agent runs inside the cluster's one job (the autoscaler's jobs come later).
+    metrics.set_scheduler_jobs(&[("running", 1)]);
+    let metrics_listener = bind_listener(node_ip, &mut picker, "metrics port")
+        .await
+        .map_err(|e| Stop::Failed(format!("cannot bind the metrics endpoint: {e}")))?;
+    let metrics_addr = metrics_listener
+        .local_addr()
+        .map_err(|e| Stop::Failed(e.to_string()))?;
+    let served = metrics.clone();
+    running.metrics_server = Some(tokio::spawn(async move {
+        if let Err(e) = crate::metrics::serve(served, metrics_listener).await {
+            tracing::error!("metrics endpoint failed: {e}");
+        }
+    }));
+    head.record.metrics_address = Some(metrics_addr.to_string());
+    write_targets(head);
+
     // 2. The control service and the worker agents.
     let (events_tx, mut events) = mpsc::unbounded_channel();
     if n_hosts > 1 {
@@ -315,10 +340,9 @@ async fn bring_up_and_drive(
             events_tx,
             Duration::from_secs(cfg.ready_timeout_s),
         );
-        let mut picker = crate::ray::ports::PortPicker::new(port_range.0, port_range.1);
-        let listener = control::bind(node_ip, &mut picker)
+        let listener = bind_listener(node_ip, &mut picker, "control port")
             .await
-            .map_err(|e| Stop::Failed(e.to_string()))?;
+            .map_err(|e| Stop::Failed(format!("cannot bind the control service: {e}")))?;
         let control_addr = listener
             .local_addr()
             .map_err(|e| Stop::Failed(e.to_string()))?;
@@ -476,6 +500,8 @@ async fn bring_up_and_drive(
     head.record.nodes.sort_by_key(|n| n.rank);
     head.record.state = ClusterState::Ready;
     head.save();
+    metrics.set_bringup_seconds(b.started.elapsed().as_secs_f64());
+    write_targets(head);
     let cpus: u32 = head.record.nodes.iter().map(|n| n.cpus).sum();
     let gpus: u32 = head.record.nodes.iter().map(|n| n.gpus).sum();
     tracing::info!(
@@ -505,6 +531,7 @@ async fn bring_up_and_drive(
             ))
         })?)
     };
+    let mut watch = tokio::time::interval(Duration::from_secs(5));
     loop {
         let head_exit = async {
             match running.head_node.as_mut() {
@@ -531,6 +558,11 @@ async fn bring_up_and_drive(
                 let logs = running.head_node.as_ref().map(|h| super::supervisor::ray_failure_logs(h.process.log_path(), &h.spec.temp_dir, 30)).unwrap_or_default();
                 return Err(Stop::Failed(format!("the Ray head exited ({status}) while the cluster was running\n{logs}")));
             }
+            _ = watch.tick() => {
+                if let Ok(state) = gcs.cluster_resource_state().await {
+                    observe(head, &metrics, &state);
+                }
+            }
             ev = events.recv() => match ev {
                 Some(WorkerEvent::Report(r)) if r.state == ReportState::Failed as i32 => {
                     tracing::warn!("node {} failed: {}\n{}", r.node_key, r.message, r.log_tail);
@@ -539,6 +571,7 @@ async fn bring_up_and_drive(
                     let mut failures = BTreeMap::new();
                     if absorb(ev, head, &mut BTreeMap::new(), &mut failures) {
                         head.save();
+                        write_targets(head);
                     }
                 }
                 None => std::future::pending::<()>().await,
@@ -612,6 +645,71 @@ fn absorb(
     }
 }
 
+/// Keeps the record and the metrics in step with what the GCS says.
+fn observe(head: &mut Head, metrics: &Metrics, state: &ClusterResourceState) {
+    let mut counts = BTreeMap::from([("running", 0), ("idle", 0), ("draining", 0), ("dead", 0)]);
+    for n in &state.node_states {
+        let key = match NodeStatus::try_from(n.status) {
+            Ok(NodeStatus::Running) => "running",
+            Ok(NodeStatus::Idle) => "idle",
+            Ok(NodeStatus::Draining) => "draining",
+            _ => "dead",
+        };
+        *counts.entry(key).or_default() += 1;
+    }
+    metrics.set_nodes_by_state(&counts.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
+    metrics.set_pending_demand(&pending_demand(state));
+    let alive = (counts["running"] + counts["idle"] + counts["draining"]) as u32;
+    if alive != head.record.nodes_joined {
+        head.record.nodes_joined = alive;
+        head.save();
+    }
+}
+
+/// Total pending demand per resource: queued tasks and actors, and placement groups.
+pub fn pending_demand(state: &ClusterResourceState) -> Vec<(String, f64)> {
+    let mut total: BTreeMap<String, f64> = BTreeMap::new();
+    let mut add = |bundle: &std::collections::HashMap<String, f64>, times: f64| {
+        for (resource, amount) in bundle {
+            *total.entry(resource.clone()).or_default() += amount * times;
+        }
+    };
+    for r in &state.pending_resource_requests {
+        if let Some(req) = &r.request {
+            add(&req.resources_bundle, r.count as f64);
+        }
+    }
+    for gang in &state.pending_gang_resource_requests {
+        for selector in &gang.bundle_selectors {
+            for req in &selector.resource_requests {
+                add(&req.resources_bundle, 1.0);
+            }
+        }
+    }
+    total.into_iter().collect()
+}
+
+/// The Prometheus file_sd list: our endpoint and every Ray node's metrics export port.
+fn write_targets(head: &Head) {
+    let Some(ours) = &head.record.metrics_address else {
+        return;
+    };
+    let ray: Vec<String> = head
+        .record
+        .nodes
+        .iter()
+        .filter_map(|n| {
+            n.ports
+                .get("metrics_export")
+                .map(|p| format!("{}:{p}", n.address))
+        })
+        .collect();
+    let path = head.dir.path.join("prometheus-targets.json");
+    if let Err(e) = crate::metrics::write_file_sd(&path, &head.record.name, ours, &ray) {
+        tracing::warn!("could not write {}: {e}", path.display());
+    }
+}
+
 fn cuda_visible(r: &NodeResources) -> Option<String> {
     (!r.gpus.is_empty()).then(|| {
         r.gpus
@@ -669,7 +767,10 @@ async fn teardown(head: &mut Head, running: &mut Running) {
     tokio::join!(workers, head_node);
     // Dropped only now so that worker streams end with Shutdown, not a broken connection.
     drop(shutdown);
-    if let Some(server) = running.server.take() {
+    for server in [running.server.take(), running.metrics_server.take()]
+        .into_iter()
+        .flatten()
+    {
         server.abort();
     }
     tracing::info!("teardown took {:.1}s", started.elapsed().as_secs_f64());

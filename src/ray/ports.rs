@@ -62,6 +62,26 @@ impl NodePorts {
     }
 }
 
+/// Binds a listener of ours (control service, metrics) on `ip`, trying ports from `picker`
+/// until one binds: binding directly leaves no gap between choosing a port and using it.
+pub async fn bind_listener(
+    ip: std::net::IpAddr,
+    picker: &mut PortPicker,
+    what: &'static str,
+) -> Result<tokio::net::TcpListener, std::io::Error> {
+    let mut last = None;
+    for _ in 0..20 {
+        let port = picker
+            .single(what)
+            .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e.to_string()))?;
+        match tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await {
+            Ok(l) => return Ok(l),
+            Err(e) => last = Some(e),
+        }
+    }
+    Err(last.unwrap_or_else(|| std::io::Error::other(format!("no {what} could be bound on {ip}"))))
+}
+
 /// Free on every address of this node: binding the wildcard fails if any address holds it.
 pub fn is_free(port: u16) -> bool {
     TcpListener::bind(SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))).is_ok()
