@@ -163,8 +163,8 @@ impl Metrics {
             let total: f64 = shapes
                 .iter()
                 .filter(|(r, _)| r == resource)
-                .map(|(_, v)| v)
-                .sum();
+                // Not `.sum()`: an empty f64 sum is -0.0, which would render as "-0.0".
+                .fold(0.0, |acc, (_, v)| acc + v);
             self.inner
                 .pending_demand
                 .get_or_create(&label("resource", resource))
@@ -435,7 +435,9 @@ mod tests {
         assert_eq!(v(&text, "GPU"), Some(0.0));
         assert_eq!(v(&text, "memory"), Some(1e9));
         m.set_pending_demand(&[]);
-        assert_eq!(v(&m.render(), "memory"), Some(0.0));
+        let text = m.render();
+        assert_eq!(v(&text, "memory"), Some(0.0));
+        assert!(!text.contains("-0"), "{text}");
     }
 
     #[test]
