@@ -60,6 +60,11 @@ impl Head {
 pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
     let started = Instant::now();
     let config = opts.config;
+    // Ray opens a file per connection and object; it inherits this limit.
+    let (before, after) = super::supervisor::raise_nofile_limit();
+    if after > before {
+        tracing::debug!("open-files soft limit raised from {before} to {after}");
+    }
     let scheduler = opts.scheduler;
     let alloc = scheduler.allocation()?;
     if alloc.this_node != alloc.head().name {

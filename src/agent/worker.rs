@@ -29,6 +29,11 @@ pub struct WorkerOptions {
 pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     let cfg = &opts.config;
     let started = Instant::now();
+    // Ray opens a file per connection and object; it inherits this limit.
+    let (before, after) = super::supervisor::raise_nofile_limit();
+    if after > before {
+        tracing::debug!("open-files soft limit raised from {before} to {after}");
+    }
     let deadline = started + Duration::from_secs(cfg.ready_timeout_s);
     let grace = Duration::from_secs(cfg.teardown.grace_s);
     let ray_bin = crate::ray::find_ray(

@@ -219,35 +219,6 @@ pub fn run(opts: &Options, config: &crate::config::Config) -> anyhow::Result<i32
     Ok(report.exit_code())
 }
 
-/// Raises this process's soft open-files limit to its hard limit (where the kernel allows it),
-/// so that the Ray processes it starts inherit it. Returns the soft limit before and after.
-/// Never fails: on any error the limit stays as it was.
-pub fn raise_nofile_limit() -> (u64, u64) {
-    use nix::sys::resource::{Resource, getrlimit, setrlimit};
-    // rlim_t is u64 on Linux, and RLIM_INFINITY is u64::MAX.
-    let Ok((soft, hard)) = getrlimit(Resource::RLIMIT_NOFILE) else {
-        return (0, 0);
-    };
-    if soft >= hard {
-        return (soft, soft);
-    }
-    // An unlimited hard limit cannot be a soft NOFILE limit: the kernel caps it at nr_open.
-    let mut targets = vec![hard];
-    if let Some(nr_open) = std::fs::read_to_string("/proc/sys/fs/nr_open")
-        .ok()
-        .and_then(|t| t.trim().parse::<u64>().ok())
-        .filter(|n| *n < hard && *n > soft)
-    {
-        targets.push(nr_open);
-    }
-    for target in targets {
-        if setrlimit(Resource::RLIMIT_NOFILE, target, hard).is_ok() {
-            return (soft, target);
-        }
-    }
-    (soft, soft)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -288,25 +259,5 @@ mod tests {
         assert_eq!(json["cluster"], "c1");
         assert_eq!(json["checks"][3]["status"], "fail");
         assert_eq!(json["checks"][0]["fix"], serde_json::Value::Null);
-    }
-
-    #[test]
-    fn raising_the_soft_limit_reaches_the_hard_one() {
-        use nix::sys::resource::{Resource, getrlimit};
-        let (before, after) = raise_nofile_limit();
-        let (soft, hard) = getrlimit(Resource::RLIMIT_NOFILE).unwrap();
-        assert_eq!(after, soft);
-        assert!(after >= before);
-        // Unless the hard limit is above what the kernel allows (unlimited), soft is hard now.
-        let nr_open: u64 = std::fs::read_to_string("/proc/sys/fs/nr_open")
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        if hard <= nr_open {
-            assert_eq!(soft, hard);
-        }
-        // A second call changes nothing.
-        assert_eq!(raise_nofile_limit(), (after, after));
     }
 }
