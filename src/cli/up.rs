@@ -465,6 +465,7 @@ mod tests {
             state,
             reason: reason.map(Into::into),
             start_time: start.map(Into::into),
+            time_left_s: None,
         }
     }
 

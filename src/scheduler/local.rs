@@ -144,6 +144,7 @@ impl Scheduler for Local {
                 state: JobState::Running,
                 reason: None,
                 start_time: None,
+                time_left_s: None,
             })
             .collect())
     }

@@ -114,6 +114,8 @@ pub struct JobInfo {
     pub reason: Option<String>,
     /// Expected start for a pending job, actual start for a running one, as the scheduler says.
     pub start_time: Option<String>,
+    /// Walltime left for a running job, when it has a limit.
+    pub time_left_s: Option<u64>,
 }
 
 /// What a scheduler adapter does for the rest of ray-hpc.

@@ -157,15 +157,37 @@ pub fn job_state(slurm: &str) -> JobState {
     }
 }
 
-/// Parses `squeue -h -o '%i|%j|%T|%r|%S'` output.
+/// What `query` asks squeue for: id, name, state, reason, start, time left.
+const SQUEUE_FORMAT: &str = "%i|%j|%T|%r|%S|%L";
+
+/// Slurm's time left (`%L`: `[days-]hours:minutes:seconds`, `minutes:seconds`, or words such
+/// as UNLIMITED and INVALID) in seconds.
+pub fn parse_time_left(s: &str) -> Option<u64> {
+    let (days, clock) = match s.split_once('-') {
+        Some((d, rest)) => (d.parse::<u64>().ok()?, rest),
+        None => (0, s),
+    };
+    let parts: Vec<u64> = clock
+        .split(':')
+        .map(|p| p.parse::<u64>().ok())
+        .collect::<Option<_>>()?;
+    let (h, m, sec) = match parts[..] {
+        [h, m, s] => (h, m, s),
+        [m, s] => (0, m, s),
+        _ => return None,
+    };
+    Some(((days * 24 + h) * 60 + m) * 60 + sec)
+}
+
+/// Parses squeue output in `SQUEUE_FORMAT`.
 pub fn parse_squeue(output: &str) -> Result<Vec<JobInfo>, SchedulerError> {
     let mut jobs = Vec::new();
     for line in output.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split('|').collect();
-        if f.len() != 5 {
+        if f.len() != 6 {
             return Err(SchedulerError::BadOutput {
                 command: "squeue".into(),
-                why: format!("expected 5 fields separated by |, got {line:?}"),
+                why: format!("expected 6 fields separated by |, got {line:?}"),
             });
         }
         let optional = |s: &str| {
@@ -178,6 +200,7 @@ pub fn parse_squeue(output: &str) -> Result<Vec<JobInfo>, SchedulerError> {
             state: job_state(f[2].trim()),
             reason: optional(f[3]),
             start_time: optional(f[4]),
+            time_left_s: parse_time_left(f[5].trim()),
         });
     }
     Ok(jobs)
@@ -385,7 +408,7 @@ impl Scheduler for Slurm {
             return Ok(vec![]);
         }
         let out = Command::new("squeue")
-            .args(["-h", "-t", "all", "-o", "%i|%j|%T|%r|%S", "-j"])
+            .args(["-h", "-t", "all", "-o", SQUEUE_FORMAT, "-j"])
             .arg(job_ids.join(","))
             .output()
             .map_err(|e| SchedulerError::Command {
@@ -641,7 +664,7 @@ mod tests {
 
     #[test]
     fn squeue_output_parses_into_job_states() {
-        let out = "12|rh-a|PENDING|Resources|2026-11-22T08:00:00\n13|rh-a|RUNNING|None|2026-11-22T07:00:00\n14|rh-b|CANCELLED|None|N/A\n";
+        let out = "12|rh-a|PENDING|Resources|2026-11-22T08:00:00|1:00:00\n13|rh-a|RUNNING|None|2026-11-22T07:00:00|1-02:03:04\n14|rh-b|CANCELLED|None|N/A|INVALID\n";
         let jobs = parse_squeue(out).unwrap();
         assert_eq!(jobs[0].state, JobState::Pending);
         assert_eq!(jobs[0].reason.as_deref(), Some("Resources"));
@@ -650,6 +673,16 @@ mod tests {
         assert_eq!(jobs[1].reason, None);
         assert_eq!(jobs[2].state, JobState::Ended("CANCELLED".into()));
         assert_eq!(jobs[2].start_time, None);
+        assert_eq!(jobs[1].time_left_s, Some(((24 + 2) * 60 + 3) * 60 + 4));
+        assert_eq!(jobs[2].time_left_s, None);
+        for (text, secs) in [
+            ("5:00", Some(300)),
+            ("UNLIMITED", None),
+            ("NOT_SET", None),
+            ("1:2:3:4", None),
+        ] {
+            assert_eq!(parse_time_left(text), secs, "{text}");
+        }
         assert!(parse_squeue("garbage").is_err());
     }
 

@@ -468,6 +468,7 @@ mod tests {
                 state: JobState::Running,
                 reason: None,
                 start_time: Some("2023-11-14T22:13:20".into()),
+                time_left_s: None,
             }]),
             now_unix: 1_700_000_600,
         })

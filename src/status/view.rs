@@ -360,6 +360,17 @@ pub fn state_name(state: ClusterState) -> &'static str {
     }
 }
 
+/// Walltime left of the cluster's head job, as the scheduler said.
+fn head_time_left(record: &ClusterRecord, jobs: &JobsObservation) -> Option<u64> {
+    match jobs {
+        JobsObservation::Answered(jobs) => jobs
+            .iter()
+            .find(|j| j.id == record.job_id)
+            .and_then(|j| j.time_left_s),
+        _ => None,
+    }
+}
+
 /// The one model of a cluster, from what was observed. Pure.
 pub fn build(obs: &Observation) -> ClusterView {
     let record = obs.record;
@@ -504,8 +515,11 @@ pub fn build(obs: &Observation) -> ClusterView {
         created_unix: record.created_unix,
         updated_unix: record.updated_unix,
         age_s: obs.now_unix.saturating_sub(record.created_unix),
-        // The scheduler interface does not tell a job's end time yet.
-        walltime_left_s: None,
+        walltime_left_s: if state.is_over() {
+            None
+        } else {
+            head_time_left(record, &obs.jobs)
+        },
         expected_start,
         nodes_expected: record.expected_nodes,
         nodes_joined,
@@ -777,6 +791,7 @@ pub(crate) mod tests {
             state,
             reason: None,
             start_time: None,
+            time_left_s: None,
         }
     }
 
@@ -858,6 +873,27 @@ pub(crate) mod tests {
             jobs,
             now_unix: NOW,
         })
+    }
+
+    #[test]
+    fn walltime_left_is_the_head_jobs_while_the_cluster_lives() {
+        let mut j = job(JobState::Running);
+        j.time_left_s = Some(600);
+        let rec = record(ClusterState::Ready);
+        let jobs = || JobsObservation::Answered(vec![j.clone()]);
+        assert_eq!(
+            view(&rec, GcsObservation::NotAsked, jobs()).walltime_left_s,
+            Some(600)
+        );
+        let ended = record(ClusterState::Ended);
+        assert_eq!(
+            view(&ended, GcsObservation::NotAsked, jobs()).walltime_left_s,
+            None
+        );
+        assert_eq!(
+            view(&rec, GcsObservation::NotAsked, running()).walltime_left_s,
+            None
+        );
     }
 
     /// One row per case: what was observed and what must be shown.
