@@ -61,7 +61,7 @@ fn exports(stdout: &str) -> Vec<(String, String)> {
 struct Blocker(String);
 
 impl Blocker {
-    fn fill(home: &TestHome) -> Self {
+    fn fill() -> Self {
         let out = Command::new("sbatch")
             .args([
                 "--parsable",
@@ -74,7 +74,7 @@ impl Blocker {
                 "blocker",
             ])
             .args(["-o", "/dev/null", "--wrap", "sleep 600"])
-            .env("RAY_HPC_HOME", home.path())
+            .env_remove("RAY_HPC_HOME")
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
@@ -134,6 +134,33 @@ fn up_gives_a_usable_cluster_and_down_leaves_nothing() {
     let nodes = rec["nodes"].as_array().unwrap();
     assert_eq!(nodes.len(), 2);
     assert!(nodes.iter().all(|n| n["cpus"] == 2), "{rec}");
+
+    // status sees what the user asked for.
+    let st = run(&home, &["status", "u1", "--json"]);
+    assert!(st.status.success(), "{}", text(&st));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let c = &st["cluster"];
+    assert_eq!(st["schema"], "ray-hpc.status/v1");
+    assert_eq!(c["state"], "READY", "{st}");
+    assert_eq!(
+        (c["nodes_joined"].as_u64(), c["nodes_expected"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(c["totals"]["cpus_total"].as_f64(), Some(4.0), "{st}");
+    assert!(
+        c["nodes"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|n| n["cpus_total"] == 2.0),
+        "{st}"
+    );
+    assert!(
+        c["walltime_left_s"]
+            .as_u64()
+            .is_some_and(|s| s > 0 && s <= 600),
+        "{st}"
+    );
 
     // The printed export lines make the real Ray CLI and a driver work.
     let env = exports(&String::from_utf8_lossy(&up.stdout));
@@ -195,7 +222,7 @@ fn a_cluster_that_cannot_start_yet_shows_queued_with_slurms_reason() {
         return;
     }
     let home = TestHome::new();
-    let _blocker = Blocker::fill(&home);
+    let _blocker = Blocker::fill();
     // Not ready in time: say where it is stuck, and leave it queued.
     let up = run(
         &home,
@@ -207,6 +234,18 @@ fn a_cluster_that_cannot_start_yet_shows_queued_with_slurms_reason() {
     let rec = record(&home, "q1");
     assert_eq!(rec["state"], "QUEUED", "{rec}");
     assert_eq!(squeue_ids("rh-q1").len(), 1, "still queued");
+    let st = run(&home, &["status", "q1", "--json"]);
+    assert!(st.status.success(), "{}", text(&st));
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    assert_eq!(st["cluster"]["state"], "QUEUED", "{st}");
+    assert_eq!(st["cluster"]["jobs"][0]["reason"], "Resources", "{st}");
+    let list = run(&home, &["status"]);
+    let list = String::from_utf8_lossy(&list.stdout);
+    assert!(
+        list.lines()
+            .any(|l| l.contains("q1") && l.contains("QUEUED")),
+        "{list}"
+    );
 
     // --cancel-on-timeout gives it back instead.
     let up = run(
