@@ -198,10 +198,27 @@ fn up_gives_a_usable_cluster_and_down_leaves_nothing() {
     );
 
     // Ray jobs through the Jobs API exit with their status.
-    let ok = run(&home, &["submit", "u1", "--", "python", "-c", "print('job says hi')"]);
+    let ok = run(
+        &home,
+        &["submit", "u1", "--", "python", "-c", "print('job says hi')"],
+    );
     assert_eq!(ok.status.code(), Some(0), "{}", text(&ok));
-    assert!(String::from_utf8_lossy(&ok.stdout).contains("job says hi"), "{}", text(&ok));
-    let bad = run(&home, &["submit", "u1", "--", "python", "-c", "import sys; sys.exit(1)"]);
+    assert!(
+        String::from_utf8_lossy(&ok.stdout).contains("job says hi"),
+        "{}",
+        text(&ok)
+    );
+    let bad = run(
+        &home,
+        &[
+            "submit",
+            "u1",
+            "--",
+            "python",
+            "-c",
+            "import sys; sys.exit(1)",
+        ],
+    );
     assert_eq!(bad.status.code(), Some(1), "{}", text(&bad));
 
     let down = run(&home, &["down", "u1"]);
