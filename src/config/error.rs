@@ -41,6 +41,8 @@ pub enum ProblemKind {
     Syntax,
     /// A key that is not in the schema.
     UnknownKey,
+    /// A required key that is absent (`name` and `cpus` of a `[[node_types]]` entry).
+    MissingKey,
     /// A value of the wrong TOML type (a string where a number belongs, ...).
     WrongType,
     /// A value of the right type that breaks a rule (range, choices, format).

@@ -21,6 +21,32 @@
 //! [slurm]
 //! srun_args = ["--mpi=none"]
 //! extra_directives = ["#SBATCH --account=proj1"]
+//! [autoscaler]
+//! enabled = true
+//! max_workers = 16
+//! idle_timeout_s = 300
+//! upscaling_speed = 1.0
+//! poll_interval_s = 1.0
+//! scheduler_poll_interval_s = 5.0
+//! max_pending_jobs = 20
+//! backoff_initial_s = 10.0
+//! backoff_max_s = 600.0
+//! max_consecutive_failures = 5
+//! [[node_types]]                # one table per node type
+//! name = "cpu"
+//! partition = "debug"
+//! account = "proj1"
+//! qos = "normal"
+//! constraint = "skylake"
+//! cpus = 2
+//! gpus = 0
+//! memory = "4G"                 # bytes, or K/M/G/T (1K = 1024)
+//! time = "1:00:00"
+//! min_workers = 0
+//! max_workers = 4
+//! resources = { nvme = 1.0 }
+//! labels = { zone = "a" }
+//! extra_directives = ["#SBATCH --exclusive"]
 //! ```
 //!
 //! Parsing never stops at the first mistake: [`Config::parse`] walks the whole document and
@@ -39,6 +65,7 @@ use std::fmt;
 use std::ops::RangeInclusive;
 use std::path::{Path, PathBuf};
 use std::str::FromStr;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -73,6 +100,45 @@ pub const UNIX_SOCKET_PATH_MAX_BYTES: usize = 107;
 /// Longest Linux interface name (IFNAMSIZ - 1).
 pub const INTERFACE_MAX_BYTES: usize = 15;
 
+/// Allowed values of `autoscaler.max_workers` (all node types together).
+pub const AUTOSCALER_MAX_WORKERS_RANGE: RangeInclusive<u32> = 0..=10_000;
+/// Allowed values of `autoscaler.idle_timeout_s` (seconds; at most a week).
+pub const IDLE_TIMEOUT_S_RANGE: RangeInclusive<u64> = 1..=604_800;
+/// `autoscaler.upscaling_speed` must be above this (exclusive) ...
+pub const UPSCALING_SPEED_MIN_EXCLUSIVE: f64 = 0.0;
+/// ... and at most this.
+pub const UPSCALING_SPEED_MAX: f64 = 100.0;
+/// Allowed values of `autoscaler.poll_interval_s` (seconds).
+pub const POLL_INTERVAL_S_RANGE: RangeInclusive<f64> = 0.1..=60.0;
+/// Allowed values of `autoscaler.scheduler_poll_interval_s` (seconds).
+pub const SCHEDULER_POLL_INTERVAL_S_RANGE: RangeInclusive<f64> = 1.0..=600.0;
+/// Allowed values of `autoscaler.max_pending_jobs`.
+pub const MAX_PENDING_JOBS_RANGE: RangeInclusive<u32> = 1..=10_000;
+/// Allowed values of `autoscaler.backoff_initial_s` (seconds).
+pub const BACKOFF_INITIAL_S_RANGE: RangeInclusive<f64> = 1.0..=3_600.0;
+/// Allowed values of `autoscaler.backoff_max_s` (seconds); it must also be at least
+/// `autoscaler.backoff_initial_s`.
+pub const BACKOFF_MAX_S_RANGE: RangeInclusive<f64> = 1.0..=86_400.0;
+/// Allowed values of `autoscaler.max_consecutive_failures`.
+pub const MAX_CONSECUTIVE_FAILURES_RANGE: RangeInclusive<u32> = 1..=1_000;
+/// Longest `node_types[].name`.
+pub const NODE_TYPE_NAME_MAX_BYTES: usize = 32;
+/// The node type name reserved for the cluster's head node.
+pub const HEAD_NODE_TYPE_NAME: &str = "head";
+/// Allowed values of `node_types[].cpus`.
+pub const NODE_TYPE_CPUS_RANGE: RangeInclusive<u32> = 1..=1_048_576;
+/// Allowed values of `node_types[].gpus`.
+pub const NODE_TYPE_GPUS_RANGE: RangeInclusive<u32> = 0..=1_024;
+/// Allowed values of `node_types[].min_workers` and `node_types[].max_workers`.
+pub const NODE_TYPE_WORKERS_RANGE: RangeInclusive<u32> = 0..=10_000;
+/// Resource names a node type's `resources` may not use: Ray sets them from `cpus`, `gpus`
+/// and the node's memory.
+pub const RESERVED_RESOURCE_NAMES: &[&str] = &["CPU", "GPU", "memory", "object_store_memory"];
+/// Longest Ray node label name and value (Kubernetes label syntax, as Ray checks it).
+pub const LABEL_MAX_BYTES: usize = 63;
+/// Longest Ray node label key prefix (the part before `/`).
+pub const LABEL_PREFIX_MAX_BYTES: usize = 253;
+
 /// The environment variable that names a configuration file.
 pub const CONFIG_ENV: &str = "RAY_HPC_CONFIG";
 /// The environment variable that overrides ray-hpc's home directory (default `~/.ray-hpc`).
@@ -103,6 +169,12 @@ pub struct Config {
     pub teardown: TeardownConfig,
     /// `[slurm]`: Slurm-specific settings.
     pub slurm: SlurmConfig,
+    /// `[autoscaler]`: whether and how ray-hpc submits worker jobs for Ray's pending demand.
+    pub autoscaler: AutoscalerConfig,
+    /// `[[node_types]]`: the kinds of worker node the autoscaler may ask the scheduler for.
+    /// Names are unique. Default: none.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub node_types: Vec<NodeTypeConfig>,
 }
 
 /// `[cluster]`
@@ -201,6 +273,91 @@ pub struct SlurmConfig {
     pub extra_directives: Vec<String>,
 }
 
+/// `[autoscaler]`
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct AutoscalerConfig {
+    /// `autoscaler.enabled`: submit worker jobs for Ray's pending demand and hand idle ones
+    /// back. Default `false`: no scheduler jobs are submitted. `true` needs a `[[node_types]]`.
+    pub enabled: bool,
+    /// `autoscaler.max_workers`: the most worker nodes, all node types together
+    /// (0..=10000, default 16); also each node type's default `max_workers`.
+    pub max_workers: u32,
+    /// `autoscaler.idle_timeout_s`: an idle worker node is drained and its job cancelled after
+    /// this many seconds (1..=604800, default 300).
+    pub idle_timeout_s: u64,
+    /// `autoscaler.upscaling_speed`: at most `max(5, upscaling_speed * workers)` jobs pending
+    /// at once (more than 0, at most 100; default 1.0).
+    pub upscaling_speed: f64,
+    /// `autoscaler.poll_interval_s`: how often the GCS is asked for demand, in seconds
+    /// (0.1..=60, default 1.0).
+    pub poll_interval_s: f64,
+    /// `autoscaler.scheduler_poll_interval_s`: one batched scheduler query at most this often,
+    /// in seconds (1..=600, default 5.0).
+    pub scheduler_poll_interval_s: f64,
+    /// `autoscaler.max_pending_jobs`: worker jobs queued at once, all types together
+    /// (1..=10000, default 20).
+    pub max_pending_jobs: u32,
+    /// `autoscaler.backoff_initial_s`: the wait after a refused submission, doubling per
+    /// consecutive refusal, in seconds (1..=3600, default 10.0).
+    pub backoff_initial_s: f64,
+    /// `autoscaler.backoff_max_s`: the longest such wait, in seconds (at least
+    /// `backoff_initial_s`, at most 86400; default 600.0).
+    pub backoff_max_s: f64,
+    /// `autoscaler.max_consecutive_failures`: after this many refused submissions in a row, a
+    /// node type is not tried again until the config or the demand changes (1..=1000,
+    /// default 5).
+    pub max_consecutive_failures: u32,
+}
+
+/// One `[[node_types]]` entry: a kind of worker node, one scheduler job per node.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct NodeTypeConfig {
+    /// `name` (required): 1 to 32 of `A-Z a-z 0-9 _ -`, unique, not `head`. Ray sees it as the
+    /// node's type (`RAY_NODE_TYPE_NAME`).
+    pub name: String,
+    /// `partition`: the scheduler partition (Slurm `--partition`). Default: the scheduler's.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub partition: Option<String>,
+    /// `account`: the account charged (Slurm `--account`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub account: Option<String>,
+    /// `qos`: the quality of service (Slurm `--qos`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub qos: Option<String>,
+    /// `constraint`: node features required (Slurm `--constraint`).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub constraint: Option<String>,
+    /// `cpus` (required): CPUs per node, at least 1.
+    pub cpus: u32,
+    /// `gpus`: GPUs per node (default 0).
+    pub gpus: u32,
+    /// `memory`: memory per node, in bytes. Written as a number of bytes or a string with a
+    /// `K`, `M`, `G` or `T` suffix (binary: 1K = 1024); rendered back as bytes.
+    /// Default: the scheduler's.
+    #[serde(rename = "memory", skip_serializing_if = "Option::is_none")]
+    pub memory_bytes: Option<u64>,
+    /// `time`: the walltime in the scheduler's syntax (`minutes`, `MM:SS`, `HH:MM:SS`,
+    /// `D-HH`, `D-HH:MM`, `D-HH:MM:SS`). Default: the scheduler's. See [`walltime_seconds`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub time: Option<String>,
+    /// `min_workers`: nodes of this type kept even when idle (default 0).
+    pub min_workers: u32,
+    /// `max_workers`: the most nodes of this type (default `autoscaler.max_workers`, filled in
+    /// at parse time); at least `min_workers`.
+    pub max_workers: u32,
+    /// `resources`: custom Ray resources per node, e.g. `{ nvme = 1.0 }`; values above 0,
+    /// names other than `CPU`, `GPU`, `memory`, `object_store_memory`.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub resources: BTreeMap<String, f64>,
+    /// `labels`: Ray node labels, e.g. `{ zone = "a" }` (string values; Ray's label syntax).
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub labels: BTreeMap<String, String>,
+    /// `extra_directives`: extra header lines for this type's job scripts, each a whole
+    /// `#SBATCH ...` line (like `slurm.extra_directives`, which come first).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub extra_directives: Vec<String>,
+}
+
 /// `scheduler`: which batch scheduler ray-hpc talks to. More will come (LSF, YARN).
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
 #[serde(rename_all = "lowercase")]
@@ -294,8 +451,109 @@ impl Default for Config {
             network: NetworkConfig::default(),
             teardown: TeardownConfig::default(),
             slurm: SlurmConfig::default(),
+            autoscaler: AutoscalerConfig::default(),
+            node_types: Vec::new(),
         }
     }
+}
+
+impl Default for AutoscalerConfig {
+    fn default() -> Self {
+        AutoscalerConfig {
+            enabled: false,
+            max_workers: 16,
+            idle_timeout_s: 300,
+            upscaling_speed: 1.0,
+            poll_interval_s: 1.0,
+            scheduler_poll_interval_s: 5.0,
+            max_pending_jobs: 20,
+            backoff_initial_s: 10.0,
+            backoff_max_s: 600.0,
+            max_consecutive_failures: 5,
+        }
+    }
+}
+
+impl AutoscalerConfig {
+    /// `idle_timeout_s` as a [`Duration`].
+    pub fn idle_timeout(&self) -> Duration {
+        Duration::from_secs(self.idle_timeout_s)
+    }
+
+    /// `poll_interval_s` as a [`Duration`].
+    pub fn poll_interval(&self) -> Duration {
+        seconds(self.poll_interval_s)
+    }
+
+    /// `scheduler_poll_interval_s` as a [`Duration`].
+    pub fn scheduler_poll_interval(&self) -> Duration {
+        seconds(self.scheduler_poll_interval_s)
+    }
+
+    /// `backoff_initial_s` as a [`Duration`].
+    pub fn backoff_initial(&self) -> Duration {
+        seconds(self.backoff_initial_s)
+    }
+
+    /// `backoff_max_s` as a [`Duration`].
+    pub fn backoff_max(&self) -> Duration {
+        seconds(self.backoff_max_s)
+    }
+}
+
+/// Seconds as a [`Duration`]; negative, NaN or huge values (never in a parsed config) clamp.
+fn seconds(s: f64) -> Duration {
+    Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
+}
+
+impl NodeTypeConfig {
+    /// `time` in seconds, when set.
+    pub fn time_limit_s(&self) -> Option<u64> {
+        self.time.as_deref().and_then(walltime_seconds)
+    }
+}
+
+/// The length of a walltime in the scheduler's syntax, in seconds: `minutes`, `MM:SS`,
+/// `HH:MM:SS`, `D-HH`, `D-HH:MM` or `D-HH:MM:SS` (as Slurm's `--time`). Fields after the first
+/// must be below 60 (hours below 24 after a day count). `None` for anything else, and for a
+/// zero or overflowing length.
+pub fn walltime_seconds(s: &str) -> Option<u64> {
+    fn num(f: &str) -> Option<u64> {
+        if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
+            return None;
+        }
+        f.parse().ok()
+    }
+    let below = |x: u64, limit: u64| (x < limit).then_some(x);
+    let (days, rest) = match s.split_once('-') {
+        Some((d, rest)) => (Some(num(d)?), rest),
+        None => (None, s),
+    };
+    let fields: Vec<&str> = rest.split(':').collect();
+    let secs = match (days, fields.as_slice()) {
+        (None, [m]) => num(m)?.checked_mul(60)?,
+        (None, [m, sec]) => num(m)?
+            .checked_mul(60)?
+            .checked_add(below(num(sec)?, 60)?)?,
+        (None, [h, m, sec]) => num(h)?
+            .checked_mul(3600)?
+            .checked_add(below(num(m)?, 60)? * 60 + below(num(sec)?, 60)?)?,
+        (Some(d), [h, more @ ..]) if more.len() <= 2 => {
+            let h = below(num(h)?, 24)?;
+            let m = match more.first() {
+                Some(m) => below(num(m)?, 60)?,
+                None => 0,
+            };
+            let sec = match more.get(1) {
+                Some(sec) => below(num(sec)?, 60)?,
+                None => 0,
+            };
+            d.checked_mul(86_400)?
+                .checked_add(h * 3600 + m * 60 + sec)?
+        }
+        _ => return None,
+    };
+    (secs > 0).then_some(secs)
 }
 
 impl Default for ClusterConfig {
@@ -429,7 +687,19 @@ impl Config {
                     .to_string(),
             );
         }
+        if !self.autoscaler.enabled && !self.node_types.is_empty() {
+            w.push(
+                "[[node_types]] are set but autoscaler.enabled = false: no worker jobs will be \
+                 submitted"
+                    .to_string(),
+            );
+        }
         w
+    }
+
+    /// The node type named `name`.
+    pub fn node_type(&self, name: &str) -> Option<&NodeTypeConfig> {
+        self.node_types.iter().find(|t| t.name == name)
     }
 }
 
@@ -475,6 +745,12 @@ fn report(cfg: &Config, origin: &str) -> Result<String, ConfigError> {
     }
     if cfg.network.interface.is_none() {
         out.push_str("# network.interface unset: the address the scheduler gives each node\n");
+    }
+    if !cfg.autoscaler.enabled {
+        out.push_str("# autoscaler.enabled = false: no worker jobs are submitted\n");
+    }
+    if cfg.node_types.is_empty() {
+        out.push_str("# no [[node_types]]: the autoscaler has nothing to submit\n");
     }
     out.push_str(&body);
     Ok(out)

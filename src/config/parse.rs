@@ -25,6 +25,8 @@ const TOP_KEYS: &[&str] = &[
     "network",
     "teardown",
     "slurm",
+    "autoscaler",
+    "node_types",
 ];
 const CLUSTER_KEYS: &[&str] = &["name", "temp_root"];
 const RAY_KEYS: &[&str] = &[
@@ -38,6 +40,34 @@ const RAY_KEYS: &[&str] = &[
 const NETWORK_KEYS: &[&str] = &["interface"];
 const TEARDOWN_KEYS: &[&str] = &["grace_s"];
 const SLURM_KEYS: &[&str] = &["srun_args", "extra_directives"];
+const AUTOSCALER_KEYS: &[&str] = &[
+    "enabled",
+    "max_workers",
+    "idle_timeout_s",
+    "upscaling_speed",
+    "poll_interval_s",
+    "scheduler_poll_interval_s",
+    "max_pending_jobs",
+    "backoff_initial_s",
+    "backoff_max_s",
+    "max_consecutive_failures",
+];
+const NODE_TYPE_KEYS: &[&str] = &[
+    "name",
+    "partition",
+    "account",
+    "qos",
+    "constraint",
+    "cpus",
+    "gpus",
+    "memory",
+    "time",
+    "min_workers",
+    "max_workers",
+    "resources",
+    "labels",
+    "extra_directives",
+];
 
 /// Every table of the schema with its keys ("" is the top level).
 pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
@@ -47,7 +77,13 @@ pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
     ("network", NETWORK_KEYS),
     ("teardown", TEARDOWN_KEYS),
     ("slurm", SLURM_KEYS),
+    ("autoscaler", AUTOSCALER_KEYS),
+    ("node_types", NODE_TYPE_KEYS),
 ];
+
+/// The tables of [`SECTIONS`] that are arrays of tables (`[[node_types]]`): their keys are
+/// shown with the entry's index, `node_types[1].cpus`.
+pub(crate) const ARRAY_SECTIONS: &[&str] = &["node_types"];
 
 pub(super) fn parse(src: &str, origin: &str) -> Result<Config, ConfigError> {
     let (doc, errors) = DeTable::parse_recoverable(src);
@@ -89,9 +125,39 @@ struct Walker<'s> {
     problems: Vec<ConfigProblem>,
 }
 
+/// What the checks across `[autoscaler]` and `[[node_types]]` need to know of `[autoscaler]`.
+#[derive(Default)]
+struct AutoscalerSeen {
+    /// Where `enabled` was given.
+    enabled: Option<Range<usize>>,
+    /// Where `max_workers` was given, when it was good.
+    max_workers: Option<Range<usize>>,
+    /// `max_workers` was given with a bad value: no check may rely on it.
+    max_workers_bad: bool,
+}
+
+/// One `[[node_types]]` entry as walked, with what the checks across entries need.
+struct NodeTypeDraft {
+    /// `node_types[i]`.
+    prefix: String,
+    cfg: NodeTypeConfig,
+    /// Where a good `name` was given.
+    name: Option<Range<usize>>,
+    /// Where a good `min_workers` was given.
+    min: Option<Range<usize>>,
+    /// Where a good `max_workers` was given.
+    max: Option<Range<usize>>,
+    /// `max_workers` was given with a bad value.
+    max_bad: bool,
+}
+
 impl Walker<'_> {
     fn document(&mut self, doc: &DeTable<'_>) -> Config {
         let mut c = Config::default();
+        let mut seen = AutoscalerSeen::default();
+        let mut drafts = Vec::new();
+        // No node types at all (absent, or an empty array), for `autoscaler.enabled = true`.
+        let mut no_node_types = true;
         for (k, v) in doc {
             match k.get_ref().as_ref() {
                 "scheduler" => {
@@ -139,9 +205,19 @@ impl Walker<'_> {
                         self.slurm(t, &mut c.slurm);
                     }
                 }
+                "autoscaler" => {
+                    if let Some(t) = self.table("autoscaler", v) {
+                        seen = self.autoscaler(t, &mut c.autoscaler);
+                    }
+                }
+                "node_types" => {
+                    no_node_types = matches!(v.get_ref(), DeValue::Array(a) if a.is_empty());
+                    drafts = self.node_types(v);
+                }
                 _ => self.unknown("", k),
             }
         }
+        self.node_type_rules(&mut c, &seen, drafts, no_node_types);
         c
     }
 
@@ -339,28 +415,10 @@ impl Walker<'_> {
                 self.push(ProblemKind::BadValue, &key, k.span(), why);
                 good_name = false;
             }
-            match v.get_ref() {
-                DeValue::String(_) => {
-                    if let Some(s) = self.string(&key, v)
-                        && good_name
-                    {
-                        env.insert(name.to_string(), s.to_string());
-                    }
-                }
-                other => {
-                    let shown = self.shown(&v.span());
-                    let hint = match other {
-                        DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
-                            format!(" (quote it: \"{shown}\")")
-                        }
-                        _ => String::new(),
-                    };
-                    let msg = format!(
-                        "{key} = {shown} must be a string, not {}{hint}",
-                        a_type(other)
-                    );
-                    self.push(ProblemKind::WrongType, &key, v.span(), msg);
-                }
+            if let Some(s) = self.string_entry(&key, v)
+                && good_name
+            {
+                env.insert(name.to_string(), s.to_string());
             }
         }
     }
@@ -434,11 +492,9 @@ impl Walker<'_> {
                     }
                 }
                 "extra_directives" => {
-                    let check = |s: &str| {
-                        (!s.starts_with("#SBATCH ") || s.contains('\n'))
-                            .then_some("must be one line starting with `#SBATCH `")
-                    };
-                    if let Some(lines) = self.string_list("slurm.extra_directives", v, check) {
+                    if let Some(lines) =
+                        self.string_list("slurm.extra_directives", v, directive_problem)
+                    {
                         c.extra_directives = lines;
                     }
                 }
@@ -447,14 +503,452 @@ impl Walker<'_> {
         }
     }
 
+    fn autoscaler(&mut self, t: &DeTable<'_>, c: &mut AutoscalerConfig) -> AutoscalerSeen {
+        let mut seen = AutoscalerSeen::default();
+        // For the cross-check of backoff_max_s against backoff_initial_s.
+        let mut backoff_ok = true;
+        let mut initial_span = None;
+        let mut max_span = None;
+        for (k, v) in t {
+            match k.get_ref().as_ref() {
+                "enabled" => {
+                    seen.enabled = Some(v.span());
+                    if let Some(x) = self.boolean("autoscaler.enabled", v) {
+                        c.enabled = x;
+                    }
+                }
+                "max_workers" => {
+                    match self.int("autoscaler.max_workers", v, AUTOSCALER_MAX_WORKERS_RANGE) {
+                        Some(x) => {
+                            c.max_workers = x;
+                            seen.max_workers = Some(v.span());
+                        }
+                        None => seen.max_workers_bad = true,
+                    }
+                }
+                "idle_timeout_s" => {
+                    if let Some(x) = self.int("autoscaler.idle_timeout_s", v, IDLE_TIMEOUT_S_RANGE)
+                    {
+                        c.idle_timeout_s = x;
+                    }
+                }
+                "upscaling_speed" => {
+                    let key = "autoscaler.upscaling_speed";
+                    if let Some(x) = self.number(key, v) {
+                        if x > UPSCALING_SPEED_MIN_EXCLUSIVE && x <= UPSCALING_SPEED_MAX {
+                            c.upscaling_speed = x;
+                        } else {
+                            let why = format!(
+                                "is out of range: more than {UPSCALING_SPEED_MIN_EXCLUSIVE}, at \
+                                 most {UPSCALING_SPEED_MAX}"
+                            );
+                            self.bad_value(key, v, why);
+                        }
+                    }
+                }
+                "poll_interval_s" => {
+                    let key = "autoscaler.poll_interval_s";
+                    if let Some(x) = self.float(key, v, POLL_INTERVAL_S_RANGE) {
+                        c.poll_interval_s = x;
+                    }
+                }
+                "scheduler_poll_interval_s" => {
+                    let key = "autoscaler.scheduler_poll_interval_s";
+                    if let Some(x) = self.float(key, v, SCHEDULER_POLL_INTERVAL_S_RANGE) {
+                        c.scheduler_poll_interval_s = x;
+                    }
+                }
+                "max_pending_jobs" => {
+                    let key = "autoscaler.max_pending_jobs";
+                    if let Some(x) = self.int(key, v, MAX_PENDING_JOBS_RANGE) {
+                        c.max_pending_jobs = x;
+                    }
+                }
+                "backoff_initial_s" => {
+                    initial_span = Some(v.span());
+                    let key = "autoscaler.backoff_initial_s";
+                    match self.float(key, v, BACKOFF_INITIAL_S_RANGE) {
+                        Some(x) => c.backoff_initial_s = x,
+                        None => backoff_ok = false,
+                    }
+                }
+                "backoff_max_s" => {
+                    max_span = Some(v.span());
+                    match self.float("autoscaler.backoff_max_s", v, BACKOFF_MAX_S_RANGE) {
+                        Some(x) => c.backoff_max_s = x,
+                        None => backoff_ok = false,
+                    }
+                }
+                "max_consecutive_failures" => {
+                    let key = "autoscaler.max_consecutive_failures";
+                    if let Some(x) = self.int(key, v, MAX_CONSECUTIVE_FAILURES_RANGE) {
+                        c.max_consecutive_failures = x;
+                    }
+                }
+                _ => self.unknown("autoscaler", k),
+            }
+        }
+        if backoff_ok && c.backoff_max_s < c.backoff_initial_s {
+            let (initial, max) = (c.backoff_initial_s, c.backoff_max_s);
+            let (key, span, why) = match (max_span, initial_span) {
+                (Some(s), _) => (
+                    "autoscaler.backoff_max_s",
+                    s,
+                    format!("is less than autoscaler.backoff_initial_s ({initial})"),
+                ),
+                (None, Some(s)) => (
+                    "autoscaler.backoff_initial_s",
+                    s,
+                    format!("is more than autoscaler.backoff_max_s ({max}, the default)"),
+                ),
+                (None, None) => return seen, // the defaults fit
+            };
+            let shown = self.shown(&span);
+            self.push(
+                ProblemKind::BadValue,
+                key,
+                span,
+                format!("{key} = {shown} {why}"),
+            );
+        }
+        seen
+    }
+
+    /// `node_types`: an array of tables. Every entry that is a table comes back, good or not.
+    fn node_types(&mut self, v: &Val<'_>) -> Vec<NodeTypeDraft> {
+        let Some(arr) = self.array("node_types", v, "an array of tables ([[node_types]])") else {
+            return Vec::new();
+        };
+        let mut drafts = Vec::new();
+        for (i, item) in arr.iter().enumerate() {
+            let prefix = format!("node_types[{i}]");
+            match item.get_ref() {
+                DeValue::Table(t) => drafts.push(self.node_type(prefix, item.span(), t)),
+                other => self.wrong_type(&prefix, item, other, "a table"),
+            }
+        }
+        drafts
+    }
+
+    fn node_type(&mut self, prefix: String, entry: Range<usize>, t: &DeTable<'_>) -> NodeTypeDraft {
+        let mut d = NodeTypeDraft {
+            cfg: NodeTypeConfig {
+                name: String::new(),
+                partition: None,
+                account: None,
+                qos: None,
+                constraint: None,
+                cpus: 0,
+                gpus: 0,
+                memory_bytes: None,
+                time: None,
+                min_workers: 0,
+                max_workers: 0,
+                resources: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                extra_directives: Vec::new(),
+            },
+            name: None,
+            min: None,
+            max: None,
+            max_bad: false,
+            prefix,
+        };
+        let (mut has_name, mut has_cpus) = (false, false);
+        for (k, v) in t {
+            let name = k.get_ref().as_ref();
+            let key = join(&d.prefix, name);
+            let c = &mut d.cfg;
+            match name {
+                "name" => {
+                    has_name = true;
+                    if let Some(s) = self.string(&key, v) {
+                        match node_type_name_problem(s) {
+                            None => {
+                                c.name = s.to_string();
+                                d.name = Some(v.span());
+                            }
+                            Some(why) => self.bad_value(&key, v, why),
+                        }
+                    }
+                }
+                "partition" | "account" | "qos" | "constraint" => {
+                    if let Some(s) = self.string(&key, v) {
+                        match scheduler_word_problem(s) {
+                            Some(why) => self.bad_value(&key, v, why),
+                            None => {
+                                let slot = match name {
+                                    "partition" => &mut c.partition,
+                                    "account" => &mut c.account,
+                                    "qos" => &mut c.qos,
+                                    _ => &mut c.constraint,
+                                };
+                                *slot = Some(s.to_string());
+                            }
+                        }
+                    }
+                }
+                "cpus" => {
+                    has_cpus = true;
+                    if let Some(x) = self.int(&key, v, NODE_TYPE_CPUS_RANGE) {
+                        c.cpus = x;
+                    }
+                }
+                "gpus" => {
+                    if let Some(x) = self.int(&key, v, NODE_TYPE_GPUS_RANGE) {
+                        c.gpus = x;
+                    }
+                }
+                "memory" => {
+                    if let Some(x) = self.memory(&key, v) {
+                        c.memory_bytes = Some(x);
+                    }
+                }
+                "time" => {
+                    if let Some(s) = self.string(&key, v) {
+                        if walltime_seconds(s).is_some() {
+                            c.time = Some(s.to_string());
+                        } else {
+                            self.bad_value(
+                                &key,
+                                v,
+                                "is not a walltime above zero: minutes, MM:SS, HH:MM:SS, D-HH, \
+                                 D-HH:MM or D-HH:MM:SS",
+                            );
+                        }
+                    }
+                }
+                "min_workers" => {
+                    if let Some(x) = self.int(&key, v, NODE_TYPE_WORKERS_RANGE) {
+                        c.min_workers = x;
+                        d.min = Some(v.span());
+                    }
+                }
+                "max_workers" => match self.int(&key, v, NODE_TYPE_WORKERS_RANGE) {
+                    Some(x) => {
+                        c.max_workers = x;
+                        d.max = Some(v.span());
+                    }
+                    None => d.max_bad = true,
+                },
+                "resources" => {
+                    if let Some(t) = self.table_as(&key, v, "a table, like { nvme = 1.0 }") {
+                        self.resources(&key, t, &mut c.resources);
+                    }
+                }
+                "labels" => {
+                    if let Some(t) = self.table_as(&key, v, "a table, like { zone = \"a\" }") {
+                        self.labels(&key, t, &mut c.labels);
+                    }
+                }
+                "extra_directives" => {
+                    if let Some(lines) = self.string_list(&key, v, directive_problem) {
+                        c.extra_directives = lines;
+                    }
+                }
+                _ => self.unknown_in("node_types", &d.prefix, k),
+            }
+        }
+        for (given, what) in [(has_name, "name"), (has_cpus, "cpus")] {
+            if !given {
+                let key = join(&d.prefix, what);
+                let msg = format!("{} has no `{what}`, which every node type needs", d.prefix);
+                self.push(ProblemKind::MissingKey, &key, entry.clone(), msg);
+            }
+        }
+        d
+    }
+
+    fn resources(&mut self, key: &str, t: &DeTable<'_>, out: &mut BTreeMap<String, f64>) {
+        for (k, v) in t {
+            let name = k.get_ref().as_ref();
+            let rkey = join(key, name);
+            let bad_name = if name.is_empty() {
+                Some("is not a resource name".to_string())
+            } else {
+                reserved_resource_problem(name)
+            };
+            if let Some(why) = &bad_name {
+                let msg = format!("{key} key {name:?} {why}");
+                self.push(ProblemKind::BadValue, &rkey, k.span(), msg);
+            }
+            if let Some(x) = self.number(&rkey, v) {
+                if !(x.is_finite() && x > 0.0) {
+                    self.bad_value(&rkey, v, "must be a number above 0");
+                } else if bad_name.is_none() {
+                    out.insert(name.to_string(), x);
+                }
+            }
+        }
+    }
+
+    fn labels(&mut self, key: &str, t: &DeTable<'_>, out: &mut BTreeMap<String, String>) {
+        for (k, v) in t {
+            let name = k.get_ref().as_ref();
+            let lkey = join(key, name);
+            let bad_name = label_key_problem(name);
+            if let Some(why) = &bad_name {
+                let msg = format!("{key} key {name:?} {why}");
+                self.push(ProblemKind::BadValue, &lkey, k.span(), msg);
+            }
+            if let Some(s) = self.string_entry(&lkey, v) {
+                if let Some(why) = label_value_problem(s) {
+                    self.bad_value(&lkey, v, why);
+                } else if bad_name.is_none() {
+                    out.insert(name.to_string(), s.to_string());
+                }
+            }
+        }
+    }
+
+    /// `node_types[i].memory`: bytes, or a string with a K/M/G/T suffix (binary multiples).
+    fn memory(&mut self, key: &str, v: &Val<'_>) -> Option<u64> {
+        let parsed = match v.get_ref() {
+            DeValue::Integer(i) => match u64::try_from(int_of(i)) {
+                Ok(0) | Err(_) => Err(format!(
+                    "is out of range: at least 1 byte, at most {} bytes",
+                    u64::MAX
+                )),
+                Ok(x) => Ok(x),
+            },
+            DeValue::String(_) => {
+                let s = self.string(key, v)?;
+                memory_of(s)
+            }
+            other => {
+                let expected = "a number of bytes or a string like \"4G\"";
+                self.wrong_type(key, v, other, expected);
+                return None;
+            }
+        };
+        match parsed {
+            Ok(x) => Some(x),
+            Err(why) => {
+                self.bad_value(key, v, why);
+                None
+            }
+        }
+    }
+
+    /// The rules across `[autoscaler]` and the `[[node_types]]` entries; fills in each type's
+    /// default `max_workers` and keeps the complete entries in `c.node_types`.
+    fn node_type_rules(
+        &mut self,
+        c: &mut Config,
+        seen: &AutoscalerSeen,
+        mut drafts: Vec<NodeTypeDraft>,
+        no_node_types: bool,
+    ) {
+        let global = c.autoscaler.max_workers;
+        let global_shown = if seen.max_workers.is_some() {
+            format!("{global}")
+        } else {
+            format!("{global}, the default")
+        };
+        // max_workers defaults to autoscaler.max_workers; min_workers <= max_workers.
+        let mut min_too_big = vec![false; drafts.len()];
+        for (i, d) in drafts.iter_mut().enumerate() {
+            let max_known = if d.max.is_some() {
+                true
+            } else if !d.max_bad && !seen.max_workers_bad {
+                d.cfg.max_workers = global;
+                true
+            } else {
+                false
+            };
+            let (min, max) = (d.cfg.min_workers, d.cfg.max_workers);
+            if let Some(span) = d.min.clone()
+                && max_known
+                && min > max
+            {
+                let key = join(&d.prefix, "min_workers");
+                let from = if d.max.is_some() {
+                    ""
+                } else {
+                    ", the default: autoscaler.max_workers"
+                };
+                let shown = self.shown(&span);
+                let msg = format!(
+                    "{key} = {shown} is more than {}.max_workers ({max}{from})",
+                    d.prefix
+                );
+                self.push(ProblemKind::BadValue, &key, span, msg);
+                min_too_big[i] = true;
+            }
+        }
+        // Names are unique.
+        let mut first: BTreeMap<&str, &str> = BTreeMap::new();
+        for d in &drafts {
+            let Some(span) = d.name.clone() else { continue };
+            match first.get(d.cfg.name.as_str()) {
+                Some(earlier) => {
+                    let key = join(&d.prefix, "name");
+                    let shown = self.shown(&span);
+                    let msg = format!(
+                        "{key} = {shown} is already the name of {earlier}; node type names \
+                         must be unique"
+                    );
+                    self.push(ProblemKind::BadValue, &key, span, msg);
+                }
+                None => {
+                    first.insert(&d.cfg.name, &d.prefix);
+                }
+            }
+        }
+        // The min_workers of all types together fit in autoscaler.max_workers.
+        if !seen.max_workers_bad {
+            let mut total: u64 = 0;
+            for (d, too_big) in drafts.iter().zip(&min_too_big) {
+                let Some(span) = d.min.clone() else { continue };
+                if *too_big {
+                    continue; // reported above
+                }
+                total += u64::from(d.cfg.min_workers);
+                if total > u64::from(global) {
+                    let key = join(&d.prefix, "min_workers");
+                    let shown = self.shown(&span);
+                    let msg = format!(
+                        "{key} = {shown} brings the node types' min_workers to {total}, more \
+                         than autoscaler.max_workers ({global_shown})"
+                    );
+                    self.push(ProblemKind::BadValue, &key, span, msg);
+                    break;
+                }
+            }
+        }
+        // The autoscaler needs something to submit.
+        if c.autoscaler.enabled
+            && no_node_types
+            && let Some(span) = seen.enabled.clone()
+        {
+            let msg = "autoscaler.enabled = true needs at least one [[node_types]] entry to \
+                       submit"
+                .to_string();
+            self.push(ProblemKind::BadValue, "autoscaler.enabled", span, msg);
+        }
+        c.node_types = drafts
+            .into_iter()
+            .filter(|d| d.name.is_some() && d.cfg.cpus > 0)
+            .map(|d| d.cfg)
+            .collect();
+    }
+
     // ---- typed accessors: each reports its own problem and returns None on a bad value ----
 
     fn table<'a, 'i>(&mut self, key: &str, v: &'a Val<'i>) -> Option<&'a DeTable<'i>> {
+        self.table_as(key, v, &format!("a table ([{key}])"))
+    }
+
+    fn table_as<'a, 'i>(
+        &mut self,
+        key: &str,
+        v: &'a Val<'i>,
+        expected: &str,
+    ) -> Option<&'a DeTable<'i>> {
         match v.get_ref() {
             DeValue::Table(t) => Some(t),
             other => {
-                let expected = format!("a table ([{key}])");
-                self.wrong_type(key, v, other, &expected);
+                self.wrong_type(key, v, other, expected);
                 None
             }
         }
@@ -470,6 +964,39 @@ impl Walker<'_> {
             DeValue::Array(a) => Some(a),
             other => {
                 self.wrong_type(key, v, other, expected);
+                None
+            }
+        }
+    }
+
+    /// A string value in a table of strings (`ray.env`, `labels`): a number or boolean gets a
+    /// hint to quote it.
+    fn string_entry<'a>(&mut self, key: &str, v: &'a Val<'_>) -> Option<&'a str> {
+        match v.get_ref() {
+            DeValue::String(_) => self.string(key, v),
+            other => {
+                let shown = self.shown(&v.span());
+                let hint = match other {
+                    DeValue::Integer(_) | DeValue::Float(_) | DeValue::Boolean(_) => {
+                        format!(" (quote it: \"{shown}\")")
+                    }
+                    _ => String::new(),
+                };
+                let msg = format!(
+                    "{key} = {shown} must be a string, not {}{hint}",
+                    a_type(other)
+                );
+                self.push(ProblemKind::WrongType, key, v.span(), msg);
+                None
+            }
+        }
+    }
+
+    fn boolean(&mut self, key: &str, v: &Val<'_>) -> Option<bool> {
+        match v.get_ref() {
+            DeValue::Boolean(b) => Some(*b),
+            other => {
+                self.wrong_type(key, v, other, "true or false");
                 None
             }
         }
@@ -536,23 +1063,28 @@ impl Walker<'_> {
         }
     }
 
-    /// A float; integers are accepted too (`1` for `1.0`).
-    fn float(&mut self, key: &str, v: &Val<'_>, range: RangeInclusive<f64>) -> Option<f64> {
-        let x = match v.get_ref() {
-            DeValue::Float(f) => f.as_str().parse::<f64>().ok(),
+    /// Any number; integers are accepted too (`1` for `1.0`). NaN for a float literal that
+    /// does not parse, so range checks reject it.
+    fn number(&mut self, key: &str, v: &Val<'_>) -> Option<f64> {
+        match v.get_ref() {
+            DeValue::Float(f) => Some(f.as_str().parse::<f64>().unwrap_or(f64::NAN)),
             // Precision loss for huge integers is harmless: they are out of range anyway.
             DeValue::Integer(i) => Some(int_of(i) as f64),
             other => {
                 self.wrong_type(key, v, other, "a number");
-                return None;
-            }
-        };
-        match x {
-            Some(x) if range.contains(&x) => Some(x),
-            _ => {
-                self.out_of_range(key, v, &range);
                 None
             }
+        }
+    }
+
+    /// A float; integers are accepted too (`1` for `1.0`).
+    fn float(&mut self, key: &str, v: &Val<'_>, range: RangeInclusive<f64>) -> Option<f64> {
+        let x = self.number(key, v)?;
+        if range.contains(&x) {
+            Some(x)
+        } else {
+            self.out_of_range(key, v, &range);
+            None
         }
     }
 
@@ -590,18 +1122,26 @@ impl Walker<'_> {
     }
 
     fn unknown(&mut self, section: &str, k: &Key<'_>) {
+        self.unknown_in(section, section, k);
+    }
+
+    /// An unknown key in `section` of the schema, whose keys are shown under `shown_as`
+    /// (`node_types[1]` for an entry of the array of tables `node_types`).
+    fn unknown_in(&mut self, section: &str, shown_as: &str, k: &Key<'_>) {
         let name = k.get_ref().as_ref();
-        let path = join(section, name);
+        let path = join(shown_as, name);
         let known = SECTIONS
             .iter()
             .find(|(s, _)| *s == section)
             .map_or(&[][..], |(_, keys)| *keys);
         let mut msg = format!("unknown key `{path}`");
-        if let Some(s) = suggest(section, name) {
-            msg.push_str(&format!(", did you mean `{s}`?"));
+        if let Some(s) = suggest(section, shown_as, name) {
+            msg.push_str(&format!(", did you mean {s}?"));
         }
         let place = if section.is_empty() {
             "known top-level keys".to_string()
+        } else if ARRAY_SECTIONS.contains(&section) {
+            format!("known keys in [[{section}]]")
         } else {
             format!("known keys in [{section}]")
         };
@@ -697,24 +1237,189 @@ fn interface_problem(name: &str) -> Option<String> {
     None
 }
 
-/// A known key close to `key`: a near miss in the same section, else the same key in another.
-fn suggest(section: &str, key: &str) -> Option<String> {
+/// Why `line` is not a good `extra_directives` line, if it is not.
+fn directive_problem(line: &str) -> Option<&'static str> {
+    (!line.starts_with("#SBATCH ") || line.contains('\n'))
+        .then_some("must be one line starting with `#SBATCH `")
+}
+
+/// Why `name` is not a good node type name, if it is not.
+fn node_type_name_problem(name: &str) -> Option<String> {
+    if name.is_empty() || name.len() > NODE_TYPE_NAME_MAX_BYTES {
+        return Some(format!(
+            "must be 1 to {NODE_TYPE_NAME_MAX_BYTES} characters long"
+        ));
+    }
+    if let Some(c) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || matches!(c, '_' | '-')))
+    {
+        return Some(format!("has {c:?}; only A-Z a-z 0-9 _ - are allowed"));
+    }
+    if name == HEAD_NODE_TYPE_NAME {
+        return Some(format!(
+            "is reserved: `{HEAD_NODE_TYPE_NAME}` is the head node's type"
+        ));
+    }
+    None
+}
+
+/// Why `word` is not a good partition, account, QOS or constraint, if it is not: it goes into
+/// a job script's `#SBATCH` line, so it must be one word.
+fn scheduler_word_problem(word: &str) -> Option<&'static str> {
+    if word.is_empty() {
+        return Some("must not be empty (leave the key out for the scheduler's default)");
+    }
+    if word.chars().any(|c| c.is_whitespace() || c.is_control()) {
+        return Some("must be one word, without spaces or control characters");
+    }
+    None
+}
+
+/// A memory size: a whole number with a `K`, `M`, `G` or `T` suffix (1K = 1024), in bytes.
+fn memory_of(s: &str) -> Result<u64, String> {
+    let syntax = "is not a memory size: a whole number with a K, M, G or T suffix (1K = 1024), \
+                  like \"4G\"";
+    let Some(last) = s.chars().last() else {
+        return Err(syntax.to_string());
+    };
+    let shift = match last.to_ascii_uppercase() {
+        'K' => 10,
+        'M' => 20,
+        'G' => 30,
+        'T' => 40,
+        c if c.is_ascii_digit() && s.bytes().all(|b| b.is_ascii_digit()) => {
+            return Err(
+                "has no unit: write a number of bytes without quotes, or add K, M, G or T \
+                 (1K = 1024)"
+                    .to_string(),
+            );
+        }
+        _ => return Err(syntax.to_string()),
+    };
+    let digits = &s[..s.len() - 1];
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return Err(syntax.to_string());
+    }
+    let too_big = || format!("is too large: more than {} bytes", u64::MAX);
+    let n: u64 = digits.parse().map_err(|_| too_big())?;
+    if n == 0 {
+        return Err("must be more than 0".to_string());
+    }
+    n.checked_mul(1u64 << shift).ok_or_else(too_big)
+}
+
+/// Why `name` may not be a custom resource of a node type, if it may not.
+fn reserved_resource_problem(name: &str) -> Option<String> {
+    let how = match name {
+        "CPU" => "set it with `cpus`",
+        "GPU" => "set it with `gpus`",
+        "memory" => "Ray takes it from the node's memory",
+        "object_store_memory" => "Ray takes it from ray.object_store_fraction",
+        _ => return None,
+    };
+    Some(format!("is reserved ({how})"))
+}
+
+/// Ray's label name (and value) syntax: at most 63 of `A-Z a-z 0-9 - _ .`, beginning and
+/// ending with a letter or digit.
+fn label_token(s: &[u8]) -> bool {
+    let edge = |b: &u8| b.is_ascii_alphanumeric();
+    !s.is_empty()
+        && s.len() <= LABEL_MAX_BYTES
+        && s.first().is_some_and(edge)
+        && s.last().is_some_and(edge)
+        && s.iter()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+}
+
+/// Ray's label key prefix syntax (the part before `/`): pieces separated by `.`, each empty or
+/// a [`label_token`], at most 253 bytes.
+fn label_prefix(p: &[u8]) -> bool {
+    if p.len() > LABEL_PREFIX_MAX_BYTES {
+        return false;
+    }
+    // start[i]: a piece may begin at byte i.
+    let mut start = vec![false; p.len() + 1];
+    start[0] = true;
+    for i in 0..=p.len() {
+        if !start[i] {
+            continue;
+        }
+        for j in i..=p.len() {
+            if j == i || label_token(&p[i..j]) {
+                if j == p.len() {
+                    return true;
+                }
+                if p[j] == b'.' {
+                    start[j + 1] = true;
+                }
+            }
+        }
+    }
+    false
+}
+
+/// Why `key` is not a Ray node label key (`[prefix/]name`), if it is not.
+fn label_key_problem(key: &str) -> Option<String> {
+    let (prefix, name) = match key.rsplit_once('/') {
+        Some((p, n)) => (Some(p), n),
+        None => (None, key),
+    };
+    if let Some(p) = prefix
+        && !label_prefix(p.as_bytes())
+    {
+        return Some(format!(
+            "is not a Ray label key: its prefix {p:?} must be DNS labels separated by `.`, at \
+             most {LABEL_PREFIX_MAX_BYTES} bytes"
+        ));
+    }
+    if !label_token(name.as_bytes()) {
+        return Some(format!(
+            "is not a Ray label key: its name {name:?} must be 1 to {LABEL_MAX_BYTES} of \
+             A-Z a-z 0-9 - _ ., beginning and ending with a letter or digit"
+        ));
+    }
+    None
+}
+
+/// Why `value` is not a Ray node label value, if it is not (empty is allowed).
+fn label_value_problem(value: &str) -> Option<String> {
+    if value.is_empty() || label_token(value.as_bytes()) {
+        return None;
+    }
+    Some(format!(
+        "is not a Ray label value: at most {LABEL_MAX_BYTES} of A-Z a-z 0-9 - _ ., beginning \
+         and ending with a letter or digit"
+    ))
+}
+
+/// A known key close to `key`, quoted for a message: the same key in another section (so
+/// `min_workers` in [autoscaler] points at [[node_types]], not at `max_workers`), else a near
+/// miss in the same section (shown under `shown_as`).
+fn suggest(section: &str, shown_as: &str, key: &str) -> Option<String> {
     let lower = key.to_ascii_lowercase();
     let known = SECTIONS.iter().find(|(s, _)| *s == section)?.1;
+    if !known.contains(&lower.as_str()) {
+        let elsewhere = SECTIONS
+            .iter()
+            .filter(|(s, _)| *s != section)
+            .find(|(_, keys)| keys.contains(&lower.as_str()));
+        if let Some((s, _)) = elsewhere {
+            return Some(if ARRAY_SECTIONS.contains(s) {
+                format!("`{}` in a [[{s}]] entry", join("", &lower))
+            } else {
+                format!("`{}`", join(s, &lower))
+            });
+        }
+    }
     let limit = if key.chars().count() <= 4 { 1 } else { 2 };
-    let near = known
+    known
         .iter()
         .map(|k| (edit_distance(&lower, k), *k))
         .filter(|(d, _)| *d <= limit)
-        .min_by_key(|(d, _)| *d);
-    if let Some((_, k)) = near {
-        return Some(join(section, k));
-    }
-    SECTIONS
-        .iter()
-        .filter(|(s, _)| *s != section)
-        .find(|(_, keys)| keys.contains(&lower.as_str()))
-        .map(|(s, _)| join(s, &lower))
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, k)| format!("`{}`", join(shown_as, k)))
 }
 
 /// Optimal string alignment distance (Levenshtein plus adjacent transpositions).

@@ -75,13 +75,151 @@ fn config_defaults() {
     assert_eq!(c.network.interface, None);
     assert_eq!(c.teardown.grace_s, 10);
     assert!(c.slurm.srun_args.is_empty());
+    assert_eq!(
+        c.autoscaler,
+        AutoscalerConfig {
+            enabled: false,
+            max_workers: 16,
+            idle_timeout_s: 300,
+            upscaling_speed: 1.0,
+            poll_interval_s: 1.0,
+            scheduler_poll_interval_s: 5.0,
+            max_pending_jobs: 20,
+            backoff_initial_s: 10.0,
+            backoff_max_s: 600.0,
+            max_consecutive_failures: 5,
+        }
+    );
+    assert!(c.node_types.is_empty());
     assert!(c.warnings().is_empty());
 
     assert_eq!(Config::parse("", "t.toml").unwrap(), c);
     assert_eq!(Config::parse(EMPTY, "t.toml").unwrap(), c);
     // Empty tables are fine too.
-    let empty_tables = "[cluster]\n[ray]\n[ray.env]\n[network]\n[teardown]\n[slurm]\n";
+    let empty_tables = "node_types = []\n[cluster]\n[ray]\n[ray.env]\n[network]\n[teardown]\n\
+                        [slurm]\n[autoscaler]\n";
     assert_eq!(Config::parse(empty_tables, "t.toml").unwrap(), c);
+}
+
+#[test]
+fn config_node_type_defaults() {
+    // Only the required keys: everything else is its default, and max_workers is
+    // autoscaler.max_workers wherever [autoscaler] is in the file.
+    for text in [
+        "[[node_types]]\nname = \"cpu\"\ncpus = 4\n[autoscaler]\nmax_workers = 7\n",
+        "[autoscaler]\nmax_workers = 7\n[[node_types]]\nname = \"cpu\"\ncpus = 4\n",
+        "node_types = [{ name = \"cpu\", cpus = 4 }]\nautoscaler.max_workers = 7\n",
+    ] {
+        let c = Config::parse(text, "t.toml").unwrap();
+        assert_eq!(
+            c.node_types,
+            [NodeTypeConfig {
+                name: "cpu".into(),
+                partition: None,
+                account: None,
+                qos: None,
+                constraint: None,
+                cpus: 4,
+                gpus: 0,
+                memory_bytes: None,
+                time: None,
+                min_workers: 0,
+                max_workers: 7,
+                resources: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                extra_directives: Vec::new(),
+            }],
+            "{text}"
+        );
+        assert_eq!(c.node_type("cpu").map(|t| t.cpus), Some(4));
+        assert!(c.node_type("gpu").is_none());
+        // Node types without `enabled = true` are allowed, with a warning.
+        assert_eq!(c.warnings().len(), 1, "{:?}", c.warnings());
+        assert!(c.warnings()[0].contains("autoscaler.enabled = false"));
+    }
+    let c = Config::parse("[[node_types]]\nname = \"cpu\"\ncpus = 1\n", "t.toml").unwrap();
+    assert_eq!(c.node_types[0].max_workers, 16);
+}
+
+#[test]
+fn config_node_type_memory_and_time() {
+    let node_type = |line: &str| {
+        let text = format!("[[node_types]]\nname = \"a\"\ncpus = 1\n{line}\n");
+        Config::parse(&text, "t.toml").map(|c| c.node_types[0].clone())
+    };
+    for (line, bytes) in [
+        ("memory = 1", 1),
+        ("memory = 4096", 4096),
+        ("memory = \"1K\"", 1 << 10),
+        ("memory = \"1k\"", 1 << 10),
+        ("memory = \"512M\"", 512 << 20),
+        ("memory = \"4G\"", 4 << 30),
+        ("memory = \"2T\"", 2 << 40),
+        ("memory = \"16777215T\"", 16_777_215 << 40),
+    ] {
+        assert_eq!(node_type(line).unwrap().memory_bytes, Some(bytes), "{line}");
+    }
+    for (time, secs) in [
+        ("30", 30 * 60),
+        ("90:30", 90 * 60 + 30),
+        ("1:00:00", 3600),
+        ("100:59:59", 100 * 3600 + 59 * 60 + 59),
+        ("2-12", 2 * 86_400 + 12 * 3600),
+        ("2-12:30", 2 * 86_400 + 12 * 3600 + 30 * 60),
+        ("2-12:30:05", 2 * 86_400 + 12 * 3600 + 30 * 60 + 5),
+        ("0-0:0:1", 1),
+    ] {
+        let t = node_type(&format!("time = {time:?}")).unwrap();
+        assert_eq!(t.time.as_deref(), Some(time));
+        assert_eq!(t.time_limit_s(), Some(secs), "{time}");
+        assert_eq!(walltime_seconds(time), Some(secs), "{time}");
+    }
+    for bad in [
+        "",
+        "0",
+        "0:00",
+        "00:00:00",
+        "1:60",
+        "1:00:60",
+        "1:60:00",
+        "1-24",
+        "1-0:60",
+        "-1",
+        "1-",
+        "1--2",
+        "1:2:3:4",
+        "1-2:3:4:5",
+        "1h",
+        " 1",
+        "1.5",
+        "+1",
+        "99999999999999999999",
+        "213503982334602-0",
+    ] {
+        assert_eq!(walltime_seconds(bad), None, "{bad:?}");
+        assert!(node_type(&format!("time = {bad:?}")).is_err(), "{bad:?}");
+    }
+}
+
+#[test]
+fn config_autoscaler_durations() {
+    let a = AutoscalerConfig::default();
+    assert_eq!(a.idle_timeout(), Duration::from_secs(300));
+    assert_eq!(a.poll_interval(), Duration::from_secs(1));
+    assert_eq!(a.scheduler_poll_interval(), Duration::from_secs(5));
+    assert_eq!(a.backoff_initial(), Duration::from_secs(10));
+    assert_eq!(a.backoff_max(), Duration::from_secs(600));
+    let a = AutoscalerConfig {
+        poll_interval_s: 0.1,
+        backoff_initial_s: f64::NAN,
+        backoff_max_s: f64::INFINITY,
+        scheduler_poll_interval_s: -1.0,
+        ..a
+    };
+    assert_eq!(a.poll_interval(), Duration::from_millis(100));
+    assert_eq!(a.backoff_initial(), Duration::ZERO);
+    assert_eq!(a.backoff_max(), Duration::MAX);
+    assert_eq!(a.scheduler_poll_interval(), Duration::ZERO);
 }
 
 #[test]
@@ -120,6 +258,58 @@ fn config_every_key_parses() {
                 "#SBATCH --qos=normal".into(),
             ],
         },
+        autoscaler: AutoscalerConfig {
+            enabled: true,
+            max_workers: 12,
+            idle_timeout_s: 120,
+            upscaling_speed: 2.5,
+            poll_interval_s: 0.5,
+            scheduler_poll_interval_s: 10.0,
+            max_pending_jobs: 8,
+            backoff_initial_s: 5.0,
+            backoff_max_s: 300.0,
+            max_consecutive_failures: 3,
+        },
+        node_types: vec![
+            NodeTypeConfig {
+                name: "cpu".into(),
+                partition: Some("debug".into()),
+                account: Some("proj1".into()),
+                qos: Some("normal".into()),
+                constraint: Some("skylake".into()),
+                cpus: 2,
+                gpus: 0,
+                memory_bytes: Some(4 << 30),
+                time: Some("1:00:00".into()),
+                min_workers: 1,
+                max_workers: 4,
+                resources: [("nvme", 1.0), ("scratch", 2.0)]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v))
+                    .collect(),
+                labels: [("zone", "a"), ("example.com/rack", "r12")]
+                    .into_iter()
+                    .map(|(k, v)| (k.to_string(), v.to_string()))
+                    .collect(),
+                extra_directives: vec!["#SBATCH --exclusive".into()],
+            },
+            NodeTypeConfig {
+                name: "gpu_a100".into(),
+                partition: None,
+                account: None,
+                qos: None,
+                constraint: None,
+                cpus: 16,
+                gpus: 4,
+                memory_bytes: Some(64 << 30),
+                time: Some("2-12:00:00".into()),
+                min_workers: 0,
+                max_workers: 12,
+                resources: BTreeMap::new(),
+                labels: BTreeMap::new(),
+                extra_directives: Vec::new(),
+            },
+        ],
     };
     assert_eq!(c, expected);
     assert_eq!(c.warnings().len(), 1, "auth = none warns");
@@ -130,16 +320,31 @@ fn config_full_fixture_covers_every_key() {
     // Keeps the fixture (and with it the test above) in step with the schema.
     let doc = toml::de::DeTable::parse(FULL).unwrap();
     for (section, keys) in parse::SECTIONS {
-        let table = if section.is_empty() {
-            doc.get_ref()
-        } else {
-            doc.get_ref()
+        let tables = if section.is_empty() {
+            vec![doc.get_ref()]
+        } else if parse::ARRAY_SECTIONS.contains(section) {
+            let entries = doc
+                .get_ref()
                 .get(*section)
-                .and_then(|v| v.get_ref().as_table())
-                .unwrap_or_else(|| panic!("full.toml lacks [{section}]"))
+                .and_then(|v| v.get_ref().as_array())
+                .unwrap_or_else(|| panic!("full.toml lacks [[{section}]]"));
+            entries
+                .iter()
+                .map(|e| e.get_ref().as_table().unwrap())
+                .collect()
+        } else {
+            vec![
+                doc.get_ref()
+                    .get(*section)
+                    .and_then(|v| v.get_ref().as_table())
+                    .unwrap_or_else(|| panic!("full.toml lacks [{section}]")),
+            ]
         };
         for key in *keys {
-            assert!(table.get(*key).is_some(), "full.toml lacks {section}.{key}");
+            assert!(
+                tables.iter().any(|t| t.get(*key).is_some()),
+                "full.toml lacks {section}.{key}"
+            );
         }
     }
 }
@@ -170,7 +375,7 @@ fn config_number_forms() {
 
 #[test]
 fn config_each_rule_reports_its_position() {
-    use ProblemKind::{BadValue, WrongType};
+    use ProblemKind::{BadValue, MissingKey, WrongType};
     // (text, "line:col", kind, a piece of the message)
     let cases: &[(&str, &str, ProblemKind, &str)] = &[
         (
@@ -426,6 +631,445 @@ fn config_each_rule_reports_its_position() {
             WrongType,
             "must be a table ([slurm]), not an array",
         ),
+        // [autoscaler]
+        (
+            "autoscaler = []",
+            "1:14",
+            WrongType,
+            "autoscaler = [] must be a table ([autoscaler]), not an array",
+        ),
+        (
+            "[autoscaler]\nenabled = \"yes\"",
+            "2:11",
+            WrongType,
+            "autoscaler.enabled = \"yes\" must be true or false, not a string",
+        ),
+        (
+            "[autoscaler]\nmax_workers = 10001",
+            "2:15",
+            BadValue,
+            "autoscaler.max_workers = 10001 is out of range 0..=10000",
+        ),
+        (
+            "[autoscaler]\nmax_workers = -1",
+            "2:15",
+            BadValue,
+            "out of range 0..=10000",
+        ),
+        (
+            "[autoscaler]\nidle_timeout_s = 0",
+            "2:18",
+            BadValue,
+            "autoscaler.idle_timeout_s = 0 is out of range 1..=604800",
+        ),
+        (
+            "[autoscaler]\nidle_timeout_s = 604801",
+            "2:18",
+            BadValue,
+            "out of range 1..=604800",
+        ),
+        (
+            "[autoscaler]\nupscaling_speed = 0",
+            "2:19",
+            BadValue,
+            "autoscaler.upscaling_speed = 0 is out of range: more than 0, at most 100",
+        ),
+        (
+            "[autoscaler]\nupscaling_speed = 100.5",
+            "2:19",
+            BadValue,
+            "is out of range: more than 0, at most 100",
+        ),
+        (
+            "[autoscaler]\nupscaling_speed = nan",
+            "2:19",
+            BadValue,
+            "is out of range",
+        ),
+        (
+            "[autoscaler]\nupscaling_speed = \"fast\"",
+            "2:19",
+            WrongType,
+            "autoscaler.upscaling_speed = \"fast\" must be a number, not a string",
+        ),
+        (
+            "[autoscaler]\npoll_interval_s = 0.05",
+            "2:19",
+            BadValue,
+            "autoscaler.poll_interval_s = 0.05 is out of range 0.1..=60",
+        ),
+        (
+            "[autoscaler]\nscheduler_poll_interval_s = 0.5",
+            "2:29",
+            BadValue,
+            "autoscaler.scheduler_poll_interval_s = 0.5 is out of range 1..=600",
+        ),
+        (
+            "[autoscaler]\nmax_pending_jobs = 0",
+            "2:20",
+            BadValue,
+            "autoscaler.max_pending_jobs = 0 is out of range 1..=10000",
+        ),
+        (
+            "[autoscaler]\nbackoff_initial_s = 0.5",
+            "2:21",
+            BadValue,
+            "autoscaler.backoff_initial_s = 0.5 is out of range 1..=3600",
+        ),
+        (
+            "[autoscaler]\nbackoff_max_s = 86401",
+            "2:17",
+            BadValue,
+            "autoscaler.backoff_max_s = 86401 is out of range 1..=86400",
+        ),
+        (
+            "[autoscaler]\nmax_consecutive_failures = 0",
+            "2:28",
+            BadValue,
+            "autoscaler.max_consecutive_failures = 0 is out of range 1..=1000",
+        ),
+        (
+            "[autoscaler]\nbackoff_initial_s = 60\nbackoff_max_s = 30",
+            "3:17",
+            BadValue,
+            "autoscaler.backoff_max_s = 30 is less than autoscaler.backoff_initial_s (60)",
+        ),
+        (
+            "[autoscaler]\nbackoff_max_s = 5",
+            "2:17",
+            BadValue,
+            "autoscaler.backoff_max_s = 5 is less than autoscaler.backoff_initial_s (10)",
+        ),
+        (
+            "[autoscaler]\nbackoff_initial_s = 3000",
+            "2:21",
+            BadValue,
+            "autoscaler.backoff_initial_s = 3000 is more than autoscaler.backoff_max_s (600, \
+             the default)",
+        ),
+        (
+            "[autoscaler]\nenabled = true",
+            "2:11",
+            BadValue,
+            "autoscaler.enabled = true needs at least one [[node_types]] entry",
+        ),
+        (
+            "node_types = []\n[autoscaler]\nenabled = true",
+            "3:11",
+            BadValue,
+            "autoscaler.enabled = true needs at least one [[node_types]] entry",
+        ),
+        // [[node_types]]: the table itself
+        (
+            "[node_types]",
+            "1:1",
+            WrongType,
+            "node_types = [node_types] must be an array of tables ([[node_types]]), not a table",
+        ),
+        (
+            "node_types = 1",
+            "1:14",
+            WrongType,
+            "must be an array of tables ([[node_types]]), not an integer",
+        ),
+        (
+            "node_types = [3]",
+            "1:15",
+            WrongType,
+            "node_types[0] = 3 must be a table, not an integer",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"",
+            "1:1",
+            MissingKey,
+            "node_types[0] has no `cpus`, which every node type needs",
+        ),
+        (
+            "\n[[node_types]]\ncpus = 1",
+            "2:1",
+            MissingKey,
+            "node_types[0] has no `name`, which every node type needs",
+        ),
+        (
+            "node_types = [{ cpus = 1 }]",
+            "1:15",
+            MissingKey,
+            "node_types[0] has no `name`",
+        ),
+        // [[node_types]]: name
+        (
+            "[[node_types]]\ncpus = 1\nname = \"head\"",
+            "3:8",
+            BadValue,
+            "node_types[0].name = \"head\" is reserved: `head` is the head node's type",
+        ),
+        (
+            "[[node_types]]\ncpus = 1\nname = \"\"",
+            "3:8",
+            BadValue,
+            "node_types[0].name = \"\" must be 1 to 32 characters long",
+        ),
+        (
+            "[[node_types]]\ncpus = 1\nname = \"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\"",
+            "3:8",
+            BadValue,
+            "must be 1 to 32 characters long",
+        ),
+        (
+            "[[node_types]]\ncpus = 1\nname = \"a.b\"",
+            "3:8",
+            BadValue,
+            "has '.'; only A-Z a-z 0-9 _ - are allowed",
+        ),
+        (
+            "[[node_types]]\ncpus = 1\nname = 7",
+            "3:8",
+            WrongType,
+            "node_types[0].name = 7 must be a string, not an integer",
+        ),
+        (
+            "[[node_types]]\nname = \"cpu\"\ncpus = 1\n\n[[node_types]]\nname = \"cpu\"\ncpus = 2",
+            "6:8",
+            BadValue,
+            "node_types[1].name = \"cpu\" is already the name of node_types[0]; node type names \
+             must be unique",
+        ),
+        // [[node_types]]: sizes
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 0",
+            "3:8",
+            BadValue,
+            "node_types[0].cpus = 0 is out of range 1..=1048576",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = \"2\"",
+            "3:8",
+            WrongType,
+            "node_types[0].cpus = \"2\" must be an integer, not a string",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\ngpus = -1",
+            "4:8",
+            BadValue,
+            "node_types[0].gpus = -1 is out of range 0..=1024",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = 0",
+            "4:10",
+            BadValue,
+            "node_types[0].memory = 0 is out of range: at least 1 byte",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = \"4096\"",
+            "4:10",
+            BadValue,
+            "node_types[0].memory = \"4096\" has no unit: write a number of bytes without quotes",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = \"4GB\"",
+            "4:10",
+            BadValue,
+            "node_types[0].memory = \"4GB\" is not a memory size: a whole number with a K, M, G \
+             or T suffix (1K = 1024)",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = \"1.5G\"",
+            "4:10",
+            BadValue,
+            "is not a memory size",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = \"G\"",
+            "4:10",
+            BadValue,
+            "is not a memory size",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = \"\"",
+            "4:10",
+            BadValue,
+            "is not a memory size",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = \"0G\"",
+            "4:10",
+            BadValue,
+            "node_types[0].memory = \"0G\" must be more than 0",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = \"16777216T\"",
+            "4:10",
+            BadValue,
+            "is too large: more than 18446744073709551615 bytes",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = \"99999999999999999999K\"",
+            "4:10",
+            BadValue,
+            "is too large",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmemory = 4.5",
+            "4:10",
+            WrongType,
+            "node_types[0].memory = 4.5 must be a number of bytes or a string like \"4G\", not a \
+             float",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\ntime = \"1:75\"",
+            "4:8",
+            BadValue,
+            "node_types[0].time = \"1:75\" is not a walltime above zero: minutes, MM:SS, \
+             HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\ntime = 60",
+            "4:8",
+            WrongType,
+            "node_types[0].time = 60 must be a string, not an integer",
+        ),
+        // [[node_types]]: scheduler words
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\npartition = \"\"",
+            "4:13",
+            BadValue,
+            "node_types[0].partition = \"\" must not be empty",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\naccount = \"a b\"",
+            "4:11",
+            BadValue,
+            "node_types[0].account = \"a b\" must be one word",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nqos = 1",
+            "4:7",
+            WrongType,
+            "node_types[0].qos = 1 must be a string, not an integer",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nconstraint = \"x\\ny\"",
+            "4:14",
+            BadValue,
+            "must be one word, without spaces or control characters",
+        ),
+        // [[node_types]]: workers
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmin_workers = 10001",
+            "4:15",
+            BadValue,
+            "node_types[0].min_workers = 10001 is out of range 0..=10000",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmax_workers = 3\nmin_workers = 4",
+            "5:15",
+            BadValue,
+            "node_types[0].min_workers = 4 is more than node_types[0].max_workers (3)",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmin_workers = 17",
+            "4:15",
+            BadValue,
+            "node_types[0].min_workers = 17 is more than node_types[0].max_workers (16, the \
+             default: autoscaler.max_workers)",
+        ),
+        (
+            "[autoscaler]\nmax_workers = 4\n[[node_types]]\nname = \"a\"\ncpus = 1\n\
+             min_workers = 3\n[[node_types]]\nname = \"b\"\ncpus = 1\nmin_workers = 2",
+            "10:15",
+            BadValue,
+            "node_types[1].min_workers = 2 brings the node types' min_workers to 5, more than \
+             autoscaler.max_workers (4)",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nmin_workers = 9\n[[node_types]]\n\
+             name = \"b\"\ncpus = 1\nmin_workers = 8",
+            "8:15",
+            BadValue,
+            "node_types[1].min_workers = 8 brings the node types' min_workers to 17, more than \
+             autoscaler.max_workers (16, the default)",
+        ),
+        // [[node_types]]: resources, labels, directives
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nresources = { CPU = 1 }",
+            "4:15",
+            BadValue,
+            "node_types[0].resources key \"CPU\" is reserved (set it with `cpus`)",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nresources = { object_store_memory = 1 }",
+            "4:15",
+            BadValue,
+            "key \"object_store_memory\" is reserved",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nresources = { nvme = 0 }",
+            "4:22",
+            BadValue,
+            "node_types[0].resources.nvme = 0 must be a number above 0",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nresources = { nvme = -1.5 }",
+            "4:22",
+            BadValue,
+            "must be a number above 0",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nresources = { nvme = inf }",
+            "4:22",
+            BadValue,
+            "must be a number above 0",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nresources = { nvme = \"1\" }",
+            "4:22",
+            WrongType,
+            "node_types[0].resources.nvme = \"1\" must be a number, not a string",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nresources = [\"nvme\"]",
+            "4:13",
+            WrongType,
+            "node_types[0].resources = [\"nvme\"] must be a table, like { nvme = 1.0 }, not an \
+             array",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nlabels = { zone = 1 }",
+            "4:19",
+            WrongType,
+            "node_types[0].labels.zone = 1 must be a string, not an integer (quote it: \"1\")",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nlabels = { zone = \"a b\" }",
+            "4:19",
+            BadValue,
+            "node_types[0].labels.zone = \"a b\" is not a Ray label value",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nlabels = { \"-zone\" = \"a\" }",
+            "4:12",
+            BadValue,
+            "node_types[0].labels key \"-zone\" is not a Ray label key: its name \"-zone\"",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nlabels = { \"a_b!/zone\" = \"a\" }",
+            "4:12",
+            BadValue,
+            "is not a Ray label key: its prefix \"a_b!\"",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nlabels = [\"zone=a\"]",
+            "4:10",
+            WrongType,
+            "must be a table, like { zone = \"a\" }, not an array",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nextra_directives = [\"--exclusive\"]",
+            "4:21",
+            BadValue,
+            "node_types[0].extra_directives[0] = \"--exclusive\" must be one line starting with \
+             `#SBATCH `",
+        ),
     ];
     for (text, at, kind, piece) in cases {
         let (loc, k, msg) = problem(text);
@@ -447,6 +1091,17 @@ objectstore_fraction = 0.2
 grace = 3
 [autoscaler]
 max_nodes = 4
+enable = true
+[[node_types]]
+name = \"cpu\"
+cpus = 2
+cpu = 2
+idle_timeout_s = 60
+[[node_types]]
+name = \"gpu\"
+cpus = 2
+\"GPUs\" = 1
+bogus = 1
 ";
     let all = problems(text);
     let got: Vec<(&str, &str)> = all
@@ -459,7 +1114,7 @@ max_nodes = 4
     let want = [
         (
             "1:1",
-            "unknown key `schedular`, did you mean `scheduler`? (known top-level keys: scheduler, auth, ready_timeout_s, cluster, ray, network, teardown, slurm)",
+            "unknown key `schedular`, did you mean `scheduler`? (known top-level keys: scheduler, auth, ready_timeout_s, cluster, ray, network, teardown, slurm, autoscaler, node_types)",
         ),
         ("2:1", "unknown key `bin`, did you mean `ray.bin`?"),
         (
@@ -474,7 +1129,30 @@ max_nodes = 4
             "8:1",
             "unknown key `teardown.grace`, did you mean `teardown.grace_s`? (known keys in [teardown]: grace_s)",
         ),
-        ("9:2", "unknown key `autoscaler` (known top-level keys:"),
+        (
+            "10:1",
+            "unknown key `autoscaler.max_nodes` (known keys in [autoscaler]: enabled, max_workers, idle_timeout_s, upscaling_speed, poll_interval_s, scheduler_poll_interval_s, max_pending_jobs, backoff_initial_s, backoff_max_s, max_consecutive_failures)",
+        ),
+        (
+            "11:1",
+            "unknown key `autoscaler.enable`, did you mean `autoscaler.enabled`?",
+        ),
+        (
+            "15:1",
+            "unknown key `node_types[0].cpu`, did you mean `node_types[0].cpus`? (known keys in [[node_types]]: name, partition, account, qos, constraint, cpus, gpus, memory, time, min_workers, max_workers, resources, labels, extra_directives)",
+        ),
+        (
+            "16:1",
+            "unknown key `node_types[0].idle_timeout_s`, did you mean `autoscaler.idle_timeout_s`?",
+        ),
+        (
+            "20:1",
+            "unknown key `node_types[1].GPUs`, did you mean `node_types[1].gpus`?",
+        ),
+        (
+            "21:1",
+            "unknown key `node_types[1].bogus` (known keys in [[node_types]]:",
+        ),
     ];
     assert_eq!(got.len(), want.len(), "{all:#?}");
     for ((loc, msg), (wloc, wmsg)) in got.iter().zip(want) {
@@ -483,6 +1161,127 @@ max_nodes = 4
             msg.starts_with(wmsg),
             "{msg:?} does not start with {wmsg:?}"
         );
+    }
+}
+
+#[test]
+fn config_suggestions_for_node_types() {
+    for (text, want) in [
+        (
+            "node_type = []",
+            "1:1: unknown key `node_type`, did you mean `node_types`?",
+        ),
+        (
+            "cpus = 2",
+            "1:1: unknown key `cpus`, did you mean `cpus` in a [[node_types]] entry?",
+        ),
+        (
+            "[autoscaler]\nmin_workers = 2",
+            "2:1: unknown key `autoscaler.min_workers`, did you mean `min_workers` in a \
+             [[node_types]] entry?",
+        ),
+        (
+            "[[node_types]]\nname = \"a\"\ncpus = 1\nsrun_args = []",
+            "4:1: unknown key `node_types[0].srun_args`, did you mean `slurm.srun_args`?",
+        ),
+    ] {
+        let err = Config::parse(text, "t.toml").unwrap_err();
+        assert_eq!(err.problems.len(), 1, "{err}");
+        let shown = err.to_string();
+        assert!(shown.starts_with(&format!("t.toml:{want}")), "{shown}");
+    }
+}
+
+#[test]
+fn config_node_type_mistakes_all_reported() {
+    // One bad value per node type does not hide the others, nor the rules across them.
+    let text = "\
+[autoscaler]
+enabled = true
+max_workers = 2
+
+[[node_types]]
+name = \"cpu\"
+cpus = 0
+min_workers = 2
+
+[[node_types]]
+name = \"cpu\"
+cpus = 1
+memory = \"lots\"
+min_workers = 1
+
+[[node_types]]
+cpus = 1
+";
+    let err = Config::parse(text, "t.toml").unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "\
+t.toml:7:8: node_types[0].cpus = 0 is out of range 1..=1048576
+t.toml:11:8: node_types[1].name = \"cpu\" is already the name of node_types[0]; node type names \
+must be unique
+t.toml:13:10: node_types[1].memory = \"lots\" is not a memory size: a whole number with a K, M, \
+G or T suffix (1K = 1024), like \"4G\"
+t.toml:14:15: node_types[1].min_workers = 1 brings the node types' min_workers to 3, more than \
+autoscaler.max_workers (2)
+t.toml:16:1: node_types[2] has no `name`, which every node type needs"
+    );
+    let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_deref()).collect();
+    assert_eq!(
+        keys,
+        [
+            Some("node_types[0].cpus"),
+            Some("node_types[1].name"),
+            Some("node_types[1].memory"),
+            Some("node_types[1].min_workers"),
+            Some("node_types[2].name"),
+        ]
+    );
+}
+
+#[test]
+fn config_label_syntax_follows_ray() {
+    let labels = |key: &str, value: &str| {
+        let text =
+            format!("[[node_types]]\nname = \"a\"\ncpus = 1\nlabels = {{ {key:?} = {value:?} }}\n");
+        Config::parse(&text, "t.toml").map(|c| c.node_types[0].labels.clone())
+    };
+    let long = "a".repeat(63);
+    for (k, v) in [
+        ("zone", "a"),
+        ("gpu_type", "A100"),
+        ("empty", ""),
+        ("ray.io/accelerator-type", "A100"),
+        (
+            "abc.com/1234567890-_.abcdefghijklmnopqrstuvwxyzABC",
+            "a-._b",
+        ),
+        ("a..b/x", "x"),
+        ("/x", "123"),
+        (long.as_str(), long.as_str()),
+    ] {
+        let got = labels(k, v).unwrap_or_else(|e| panic!("{k:?} = {v:?}: {e}"));
+        assert_eq!(got.get(k).map(String::as_str), Some(v));
+    }
+    let too_long = "a".repeat(64);
+    let long_prefix = format!("{}/x", "a.".repeat(127));
+    for (k, v) in [
+        ("", "a"),
+        ("-abc", "a"),
+        ("abc-", "a"),
+        ("my@label", "a"),
+        ("a/b/c!", "a"),
+        ("a!/b", "a"),
+        ("a/", "a"),
+        (too_long.as_str(), "a"),
+        (long_prefix.as_str(), "a"),
+        ("zone", "-a"),
+        ("zone", "a b"),
+        ("zone", too_long.as_str()),
+        ("zone", "ä"),
+    ] {
+        assert!(labels(k, v).is_err(), "{k:?} = {v:?} was accepted");
     }
 }
 
@@ -595,6 +1394,17 @@ fn config_bad_input_never_panics() {
             "ready_timeout_s = -99999999999999999999999999999999999999999999",
             "scheduler = 1979-05-27T07:32:00Z",
             "ray.env.A.B = \"x\"",
+            "[[node_types]]",
+            "[[node_types]]\n[[node_types]]",
+            "node_types = [[], {}, 1, { name = 1, cpus = [] }]",
+            "node_types = [{ name = \"a\", cpus = 1, min_workers = 99999999999999999999999 }]",
+            "[[node_types]]\nname = \"\\u00e4\"\nmemory = \"\\u00e4K\"\ntime = \"\\u00e4\"",
+            "[[node_types]]\nmemory = \"18446744073709551615\"\ntime = \"9-99999999999999999999\"",
+            "[[node_types]]\nlabels = { \"\" = \"\", \"/\" = \"/\", \"a/\\u00e4\" = 1 }",
+            "[[node_types]]\nresources = { \"\" = nan, CPU = -inf }",
+            "[[node_types.resources]]",
+            "[autoscaler]\nmax_workers = -1\nbackoff_max_s = nan\n[[node_types]]\nmin_workers = 5",
+            "autoscaler = { enabled = true }\nnode_types = {}",
         ]
         .map(String::from),
     );
@@ -721,7 +1531,22 @@ fn config_check_report() {
         Config::load(&path).unwrap()
     );
 
+    // Memory comes back as bytes, node types with their resolved max_workers.
+    assert!(out.contains("\n[[node_types]]\nname = \"cpu\"\n"), "{out}");
+    assert!(out.contains("\nmemory = 4294967296\n"), "{out}");
+    assert!(out.contains("\nmemory = 68719476736\n"), "{out}");
+    assert!(!out.contains("autoscaler.enabled = false"), "{out}");
+
     let empty = check_report(&fixture("empty.toml")).unwrap();
+    assert!(
+        empty.contains("# autoscaler.enabled = false: no worker jobs are submitted"),
+        "{empty}"
+    );
+    assert!(
+        empty.contains("\n[autoscaler]\nenabled = false\n"),
+        "{empty}"
+    );
+    assert!(!empty.contains("node_types ="), "{empty}");
     assert!(
         empty.contains("# cluster.name unset: ray-<job id>"),
         "{empty}"
