@@ -126,6 +126,8 @@ pub struct ControlState {
     events: mpsc::UnboundedSender<WorkerEvent>,
     plans: Mutex<BTreeMap<String, StartPlan>>,
     register_wait: Duration,
+    /// Ranks for workers that join later (autoscaled jobs): after the allocation's own.
+    next_join_rank: Mutex<u32>,
 }
 
 #[derive(Clone)]
@@ -137,6 +139,7 @@ impl ControlService {
         shutdown: watch::Receiver<Option<String>>,
         events: mpsc::UnboundedSender<WorkerEvent>,
         register_wait: Duration,
+        first_join_rank: u32,
     ) -> Self {
         ControlService(Arc::new(ControlState {
             plan_base,
@@ -144,6 +147,7 @@ impl ControlService {
             events,
             plans: Mutex::new(BTreeMap::new()),
             register_wait,
+            next_join_rank: Mutex::new(first_join_rank),
         }))
     }
 }
@@ -153,7 +157,7 @@ type DirectiveStream = Pin<Box<dyn Stream<Item = Result<Directive, Status>> + Se
 #[tonic::async_trait]
 impl Control for ControlService {
     async fn register(&self, req: Request<RegisterRequest>) -> Result<Response<StartPlan>, Status> {
-        let req = req.into_inner();
+        let mut req = req.into_inner();
         if req.node_key.is_empty() {
             return Err(Status::invalid_argument("node_key is empty"));
         }
@@ -170,6 +174,12 @@ impl Control for ControlService {
             .expect("waited for Some");
         if self.0.shutdown.borrow().is_some() {
             return Err(Status::unavailable("the cluster is shutting down"));
+        }
+        if !req.node_type.is_empty() {
+            // A worker job of its own: its rank (and so its temp dir) comes from the head.
+            let mut next = self.0.next_join_rank.lock().unwrap();
+            req.rank = *next;
+            *next += 1;
         }
         let plan = base.plan_for(&req)?;
         self.0

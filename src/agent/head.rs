@@ -333,9 +333,10 @@ async fn bring_up_and_drive(
     head.record.metrics_address = Some(metrics_addr.to_string());
     write_targets(head);
 
-    // 2. The control service and the worker agents.
+    // 2. The control service (also for clusters of one node: autoscaled workers join through
+    // it) and the worker agents of the allocation's other nodes.
     let (events_tx, mut events) = mpsc::unbounded_channel();
-    if n_hosts > 1 {
+    {
         let (base_tx, base_rx) = watch::channel(None);
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
         running.shutdown = Some(shutdown_tx);
@@ -344,6 +345,7 @@ async fn bring_up_and_drive(
             shutdown_rx,
             events_tx,
             Duration::from_secs(cfg.ready_timeout_s),
+            n_hosts as u32,
         );
         let listener = bind_listener(node_ip, &mut picker, "control port")
             .await
@@ -375,7 +377,9 @@ async fn bring_up_and_drive(
         }));
         head.record.control_address = Some(control_addr.to_string());
         head.save();
-
+    }
+    if n_hosts > 1 {
+        let control_addr = head.record.control_address.clone().unwrap_or_default();
         let mut argv: Vec<OsString> = vec![
             b.self_exe.clone().into(),
             "agent".into(),
@@ -403,8 +407,6 @@ async fn bring_up_and_drive(
             ))
         })?;
         running.fan_out = Some(fan_out);
-    } else {
-        head.save();
     }
 
     // 3. Wait until every node is in the GCS.

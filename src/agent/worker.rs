@@ -24,6 +24,9 @@ pub struct WorkerOptions {
     /// http://host:port of the head agent's control service.
     pub control: String,
     pub secret: String,
+    /// Set for a worker job that joins a running cluster (autoscaling); None for the
+    /// allocation's own nodes.
+    pub node_type: Option<String>,
 }
 
 pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
@@ -47,11 +50,21 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         .ok_or_else(|| anyhow!("node {} is not in the allocation", alloc.this_node))?
         as u32;
     let grant = opts.scheduler.node_grant(&alloc)?;
+    // A joining node is not in the head's allocation, so it says where it is itself (one
+    // scheduler query for its own node); the allocation's nodes leave that to the head.
+    let scheduler_address = match (&opts.node_type, &cfg.network.interface) {
+        (Some(_), None) => opts
+            .scheduler
+            .host_addresses(&alloc)?
+            .get(&alloc.this_node)
+            .copied(),
+        _ => None,
+    };
     let resources = discovery::discover(
         &grant,
         &DiscoveryOptions {
             interface: cfg.network.interface.clone(),
-            scheduler_address: None,
+            scheduler_address,
         },
     )?;
     let node_key = control::instance_id(&alloc.job_id, rank, alloc.hosts.len());
@@ -64,13 +77,13 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         rank,
         node_name: alloc.this_node.clone(),
         hostname: resources.hostname.clone(),
-        node_address: if cfg.network.interface.is_some() {
+        node_address: if cfg.network.interface.is_some() || opts.node_type.is_some() {
             resources.address.to_string()
         } else {
             String::new()
         },
         resources: Some(control::resources_of(&resources)),
-        node_type: String::new(),
+        node_type: opts.node_type.clone().unwrap_or_default(),
     };
     let (mut client, plan) = loop {
         let attempt = async {
@@ -151,8 +164,22 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     let _ = client
         .report(report(ReportState::Starting, String::new(), String::new()))
         .await;
+    // Watch the head from now on: if it goes while our raylet is still starting, stop at once
+    // rather than at the join deadline.
+    let mut stream = client
+        .attend(AttendRequest {
+            node_key: node_key.clone(),
+        })
+        .await
+        .map(|r| r.into_inner());
     let started_node = tokio::select! {
         r = node::start_node(make_spec, token.clone(), &start_opts) => r,
+        why = head_gone(&mut stream) => {
+            // Dropping the start ends its `ray start` session and removes its temp dir.
+            tracing::warn!("{why} while the raylet was starting; giving up");
+            let _ = std::fs::remove_file(&token_file);
+            return Ok(1);
+        }
         sig = signals.recv() => {
             let _ = std::fs::remove_file(&token_file);
             return Ok(128 + sig);
@@ -192,37 +219,12 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         .await;
 
     // Serve until told otherwise.
-    let mut stream = client
-        .attend(AttendRequest {
-            node_key: node_key.clone(),
-        })
-        .await
-        .map(|r| r.into_inner());
     let code = loop {
-        let next = async {
-            match stream.as_mut() {
-                Ok(s) => tokio::time::timeout(HEAD_SILENCE, s.message()).await,
-                Err(_) => Ok(Ok(None)),
-            }
-        };
         tokio::select! {
-            msg = next => match msg {
-                Ok(Ok(Some(d))) => match d.kind {
-                    Some(directive::Kind::Shutdown(s)) => {
-                        tracing::info!("head says shut down: {}", s.reason);
-                        break 0;
-                    }
-                    _ => continue,
-                },
-                Ok(Ok(None)) | Ok(Err(_)) => {
-                    tracing::warn!("lost the head agent; tearing down");
-                    break 1;
-                }
-                Err(_) => {
-                    tracing::warn!("no word from the head agent for {HEAD_SILENCE:?}; tearing down");
-                    break 1;
-                }
-            },
+            why = head_gone(&mut stream) => {
+                tracing::info!("{why}; tearing down");
+                break if why.starts_with("head says shut down") { 0 } else { 1 };
+            }
             status = running.process.wait() => {
                 let logs = super::supervisor::ray_failure_logs(running.process.log_path(), &running.spec.temp_dir, 30);
                 let msg = format!("the raylet on {} exited ({status})", alloc.this_node);
@@ -239,4 +241,27 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         .report(report(ReportState::Stopped, String::new(), String::new()))
         .await;
     Ok(code)
+}
+
+/// Returns once the head is gone, saying how: it said Shutdown, its stream broke, or it has
+/// been silent for `HEAD_SILENCE` (keepalives come every few seconds). Cancel-safe.
+async fn head_gone(
+    stream: &mut Result<tonic::Streaming<crate::proto::control::Directive>, tonic::Status>,
+) -> String {
+    let stream = match stream {
+        Ok(s) => s,
+        Err(e) => return format!("lost the head agent ({})", e.message()),
+    };
+    loop {
+        match tokio::time::timeout(HEAD_SILENCE, stream.message()).await {
+            Ok(Ok(Some(d))) => {
+                if let Some(directive::Kind::Shutdown(s)) = d.kind {
+                    return format!("head says shut down: {}", s.reason);
+                }
+            }
+            Ok(Ok(None)) => return "lost the head agent (its stream ended)".into(),
+            Ok(Err(e)) => return format!("lost the head agent ({})", e.message()),
+            Err(_) => return format!("no word from the head agent for {HEAD_SILENCE:?}"),
+        }
+    }
 }

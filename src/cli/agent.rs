@@ -1,23 +1,61 @@
-//! `ray-hpc agent --control URL`: the worker agent on every node but the head.
+//! `ray-hpc agent`: a worker agent. Started by `ray-hpc run` on the allocation's other nodes
+//! (`--control URL`, the secret in the environment), or by a worker job of an autoscaled cluster
+//! (`--join NAME`, address and secret from the registry).
+
+use anyhow::{Context, anyhow};
 
 use crate::agent::control::SECRET_ENV;
 use crate::agent::worker::{self, WorkerOptions};
 use crate::config::Config;
+use crate::registry::{self, ClusterDir};
 use crate::scheduler;
 
 #[derive(clap::Args)]
 pub struct Args {
     /// The head agent's control service (http://host:port).
-    #[arg(long)]
-    control: String,
+    #[arg(long, required_unless_present = "join", conflicts_with = "join")]
+    control: Option<String>,
+    /// Join the running cluster NAME from the registry, as a node of its own job.
+    #[arg(long, value_name = "NAME")]
+    join: Option<String>,
+    /// Ray node type of this node (RAY_NODE_TYPE_NAME), with --join.
+    #[arg(long, requires = "join", default_value = "worker")]
+    node_type: String,
 }
 
 pub fn run(args: &Args, config: Config) -> anyhow::Result<i32> {
-    let secret = std::env::var(SECRET_ENV).map_err(|_| {
-        anyhow::anyhow!(
-            "{SECRET_ENV} is not set: worker agents are started by `ray-hpc run`, which passes it"
-        )
-    })?;
+    let (control, secret, node_type) = match (&args.control, &args.join) {
+        (Some(control), _) => {
+            let secret = std::env::var(SECRET_ENV).map_err(|_| {
+                anyhow!("{SECRET_ENV} is not set: worker agents are started by `ray-hpc run`, which passes it")
+            })?;
+            (control.clone(), secret, None)
+        }
+        (None, Some(name)) => {
+            let dir = ClusterDir::open_existing(&registry::root()?, name)?;
+            let record = dir.load()?;
+            if record.state.is_over() {
+                return Err(anyhow!(
+                    "cluster {name} is {:?}; there is nothing to join",
+                    record.state
+                ));
+            }
+            let control = record.control_address.ok_or_else(|| {
+                anyhow!(
+                    "cluster {name} has no control address yet (state {:?}); its head is not up",
+                    record.state
+                )
+            })?;
+            let secret = std::fs::read_to_string(dir.token_path())
+                .with_context(|| format!("reading the secret of cluster {name}"))?;
+            (
+                format!("http://{control}"),
+                secret.trim().to_string(),
+                Some(args.node_type.clone()),
+            )
+        }
+        (None, None) => unreachable!("clap requires --control or --join"),
+    };
     // Keep the secret out of everything this agent starts.
     // SAFETY: no other thread exists yet.
     unsafe { std::env::remove_var(SECRET_ENV) };
@@ -25,7 +63,8 @@ pub fn run(args: &Args, config: Config) -> anyhow::Result<i32> {
     super::runtime()?.block_on(worker::run(WorkerOptions {
         config,
         scheduler,
-        control: args.control.clone(),
+        control,
         secret,
+        node_type,
     }))
 }
