@@ -219,21 +219,23 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         .await;
 
     // Serve until told otherwise.
-    let code = loop {
-        tokio::select! {
-            why = head_gone(&mut stream) => {
-                tracing::info!("{why}; tearing down");
-                break if why.starts_with("head says shut down") { 0 } else { 1 };
-            }
-            status = running.process.wait() => {
-                let logs = super::supervisor::ray_failure_logs(running.process.log_path(), &running.spec.temp_dir, 30);
-                let msg = format!("the raylet on {} exited ({status})", alloc.this_node);
-                tracing::error!("{msg}\n{logs}");
-                let _ = client.report(report(ReportState::Failed, msg, logs)).await;
-                break 1;
-            }
-            sig = signals.recv() => break 128 + sig,
+    let code = tokio::select! {
+        why = head_gone(&mut stream) => {
+            tracing::info!("{why}; tearing down");
+            if why.starts_with("head says shut down") { 0 } else { 1 }
         }
+        status = running.process.wait() => {
+            let logs = super::supervisor::ray_failure_logs(
+                running.process.log_path(),
+                &running.spec.temp_dir,
+                30,
+            );
+            let msg = format!("the raylet on {} exited ({status})", alloc.this_node);
+            tracing::error!("{msg}\n{logs}");
+            let _ = client.report(report(ReportState::Failed, msg, logs)).await;
+            1
+        }
+        sig = signals.recv() => 128 + sig,
     };
     node::stop_node(&mut running, grace).await;
     let _ = std::fs::remove_file(&token_file);
