@@ -4,6 +4,7 @@
 //! `registry`, `config`) → `proto`.
 
 pub mod agent;
+pub mod autoscaler;
 pub mod cli;
 pub mod config;
 pub mod discovery;

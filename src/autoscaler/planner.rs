@@ -1,0 +1,2850 @@
+//! The autoscaler's planner: a pure function from what was observed (Ray's nodes and pending
+//! demand, this cluster's scheduler jobs, the node types, the settings, each type's submission
+//! health, the time) to what to do (submit, cancel, drain) and what to report (infeasible and
+//! waiting demand).
+//!
+//! No I/O, no clock, no randomness: the same input always gives the same [`Plan`], and a plan that
+//! was carried out (its jobs now `Pending`) plans nothing more for the same demand. The reconciler
+//! observes, calls [`plan`], acts, and calls it again next poll.
+//!
+//! # How demand is placed
+//!
+//! Resources are compared in Ray's fixed point (1/10000 of a unit), so `0.1 + 0.2` CPUs fit in
+//! `0.3`. Amounts that are NaN, negative or zero are absent; `implicit_resource:*` names are
+//! ignored. Identical bundle shapes are merged first, so the work grows with the number of
+//! distinct shapes, not with the number of pending requests.
+//!
+//! Three kinds of bin, tried in this order (first fit, biggest shapes first):
+//! 1. free capacity: the *available* resources of alive nodes (`Running` or `Idle`; not
+//!    `Draining` or `Dead`, nor a node whose worker job has ended). Busy nodes come before idle
+//!    ones and the least idle first, so the most idle nodes stay free to be handed back;
+//! 2. capacity already asked for: every `Pending` or `Running` (not yet joined) job is a whole
+//!    node of its type;
+//! 3. new nodes: the node type chosen for a shape is, in order: one without GPUs unless the shape
+//!    asks for GPUs; the one needing the fewest nodes for what is left of that shape; the one
+//!    wasting least of the resources the shape asks for; the first in the config. Shapes that
+//!    are left over then fill the spare room of those new nodes before more are opened.
+//!
+//! The passes, in priority order (which is also the order in which the upscaling caps let new
+//! nodes through):
+//! - `min_workers`: a type with fewer live (not ended, node not dead) jobs than its
+//!   `min_workers` gets new nodes up to it;
+//! - constraints (`request_resources`): their bundles are packed onto the *total* resources of
+//!   alive nodes, pending jobs and the nodes above; what is missing is launched. Existing nodes
+//!   that hold a constraint bundle are not drained;
+//! - placement groups: all bundles or none. `STRICT_PACK` is one bundle (the sum);
+//!   `STRICT_SPREAD` puts every bundle on a different node (existing, pending or new);
+//!   `PACK` fills like tasks and launches one node for all remaining bundles when a type holds
+//!   them; `SPREAD` prefers a node the group does not use yet, else any node that fits, and
+//!   only launches a node when nothing fits (it never launches extra nodes just to spread);
+//! - tasks and actors, `count` bundles each.
+//!
+//! # Limits
+//!
+//! `max_workers` per type and `Settings::max_workers` for all types count every job that has not
+//! ended (pending, running, joined); they decide which types may be chosen at all. The
+//! upscaling caps then decide how many of the chosen new nodes are submitted this round: at most
+//! `min(max(5, ceil(upscaling_speed * joined)), max_pending_jobs)` jobs in flight (queued or
+//! started, not yet joined), `min_workers` first, then constraints, placement groups, tasks.
+//! Demand that did not get its nodes is in [`Plan::waiting`] with the reason; demand no node
+//! type (and no alive node) can ever hold is in [`Plan::infeasible`] and never submitted.
+//! Jobs this plan cancels still count against every limit until they have ended.
+//!
+//! # Jobs and nodes
+//!
+//! A job is joined when some node that is not dead carries its id as `instance_id`, whatever
+//! the scheduler's (possibly older) phase says, so a node is never counted twice.
+//!
+//! # Scaling down
+//!
+//! - Queued (`Pending`) jobs that no demand or constraint needs are cancelled, newest first,
+//!   as long as their type keeps `min_workers` live jobs. Started (`Running`) jobs are left to
+//!   join: once idle they are drained like any node. Queued jobs of a type that is no longer
+//!   configured are cancelled, and queued jobs over a (lowered) `max_workers` are cancelled
+//!   newest first.
+//! - A started or joined job whose Ray nodes are all dead is cancelled (a queued one with a
+//!   dead node was requeued by the scheduler, and is left to start again).
+//! - Then idle nodes: an `Idle` node idle for longer than `idle_timeout_ms`, whose
+//!   `instance_id` is a live autoscaled worker job, that is not the head, that no pending demand
+//!   or constraint needs, is drained (the caller drains it, then cancels its job), most idle
+//!   first, never taking its type under `min_workers` (queued jobs cancelled above count first).
+
+use std::collections::{BTreeMap, HashMap};
+
+use crate::config::HEAD_NODE_TYPE_NAME;
+
+/// Ray resources by name: `CPU`, `GPU`, `memory` (bytes), custom names.
+pub type Resources = BTreeMap<String, f64>;
+
+/// One configured kind of worker node.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NodeTypeSpec {
+    /// The type's name (`RAY_NODE_TYPE_NAME` of its nodes).
+    pub name: String,
+    /// What one node of this type announces to Ray.
+    pub resources: Resources,
+    /// Jobs of this type kept alive even when idle.
+    pub min_workers: u32,
+    /// The most jobs of this type (not ended) at once.
+    pub max_workers: u32,
+}
+
+/// The autoscaler's knobs, in the planner's units.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Settings {
+    /// The most worker jobs (not ended) of all types together.
+    pub max_workers: u32,
+    /// An idle worker node is drained after being idle for longer than this.
+    pub idle_timeout_ms: u64,
+    /// At most `max(5, ceil(upscaling_speed * joined workers))` jobs in flight at once.
+    pub upscaling_speed: f64,
+    /// At most this many jobs in flight (queued or started, not yet joined) at once; 0 submits
+    /// nothing.
+    pub max_pending_jobs: u32,
+    /// The wait after the first refused submission of a type.
+    pub backoff_initial_ms: u64,
+    /// The longest wait; the wait doubles per consecutive refusal up to this.
+    pub backoff_max_ms: u64,
+    /// After this many consecutive refusals a type is given up (0: never).
+    pub max_consecutive_failures: u32,
+}
+
+/// A Ray node's state, as the GCS reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NodeStatus {
+    /// Alive and running work (or Ray did not say).
+    Running,
+    /// Alive with nothing to do for `idle_ms`.
+    Idle,
+    /// Alive, taking no new work.
+    Draining,
+    Dead,
+}
+
+/// A Ray node in the GCS.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ObservedNode {
+    /// Ray's NodeID, hex.
+    pub node_id: String,
+    /// `RAY_CLOUD_INSTANCE_ID`: the scheduler job id for autoscaled workers.
+    pub instance_id: String,
+    /// `"head"`, or a node type's name; anything else (the allocation's own nodes) is fixed.
+    pub node_type: String,
+    pub total: Resources,
+    pub available: Resources,
+    pub status: NodeStatus,
+    /// How long the node has been idle (meaningful for [`NodeStatus::Idle`]).
+    pub idle_ms: u64,
+}
+
+/// A placement group's strategy.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum Strategy {
+    Pack,
+    Spread,
+    StrictPack,
+    StrictSpread,
+}
+
+/// Pending demand, as Ray reports it.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Demand {
+    /// Tasks and actors waiting for resources: `count` bundles of this shape.
+    Tasks { bundle: Resources, count: u64 },
+    /// A placement group waiting to be placed: all its bundles together.
+    Gang {
+        bundles: Vec<Resources>,
+        strategy: Strategy,
+        /// Ray's description (`<pg id>:<STRATEGY>|<STATE>`).
+        details: String,
+    },
+    /// `ray.autoscaler.sdk.request_resources`: the cluster's total capacity must hold `count`
+    /// bundles of this shape.
+    Constraint { bundle: Resources, count: u64 },
+}
+
+/// Where a worker job is, as the scheduler and the GCS tell.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum JobPhase {
+    /// Queued by the scheduler.
+    Pending,
+    /// Running, its Ray node not (yet) in the GCS.
+    Running,
+    /// Its Ray node is in the GCS.
+    Joined,
+    /// Over (any way).
+    Ended,
+}
+
+/// One autoscaled worker job of this cluster.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct WorkerJob {
+    pub job_id: String,
+    pub node_type: String,
+    pub phase: JobPhase,
+    pub submitted_ms: u64,
+}
+
+/// A node type's record of refused submissions.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TypeHealth {
+    pub consecutive_failures: u32,
+    /// No submission of this type before this time.
+    pub retry_after_ms: u64,
+    /// The scheduler's message for the last refusal.
+    pub last_error: Option<String>,
+    /// Set after `max_consecutive_failures` refusals; the caller clears it when the config or
+    /// the demand changes.
+    pub gave_up: bool,
+}
+
+impl TypeHealth {
+    /// Records a refused submission at `now_ms`: the wait is `backoff_initial_ms` doubled per
+    /// earlier consecutive refusal, at most `backoff_max_ms`; after `max_consecutive_failures`
+    /// refusals in a row (if that is not 0) the type is given up.
+    pub fn failed(&mut self, now_ms: u64, error: String, settings: &Settings) {
+        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
+        let doublings = (self.consecutive_failures - 1).min(63);
+        let wait = settings
+            .backoff_initial_ms
+            .saturating_mul(1u64 << doublings)
+            .min(settings.backoff_max_ms);
+        self.retry_after_ms = now_ms.saturating_add(wait);
+        self.last_error = Some(error);
+        if settings.max_consecutive_failures > 0
+            && self.consecutive_failures >= settings.max_consecutive_failures
+        {
+            self.gave_up = true;
+        }
+    }
+
+    /// Records an accepted submission: everything is forgotten.
+    pub fn succeeded(&mut self) {
+        *self = TypeHealth::default();
+    }
+
+    /// Whether the type may not be submitted at `now_ms` (backing off, or given up).
+    pub fn blocked(&self, now_ms: u64) -> bool {
+        self.gave_up || now_ms < self.retry_after_ms
+    }
+}
+
+/// Everything [`plan`] looks at.
+#[derive(Debug, Clone, Copy)]
+pub struct PlanInput<'a> {
+    pub nodes: &'a [ObservedNode],
+    pub demands: &'a [Demand],
+    pub jobs: &'a [WorkerJob],
+    pub types: &'a [NodeTypeSpec],
+    pub settings: &'a Settings,
+    /// By node type name; a missing type is healthy.
+    pub health: &'a BTreeMap<String, TypeHealth>,
+    pub now_ms: u64,
+}
+
+/// What to do, and what to report.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Plan {
+    /// Jobs to submit: (node type, how many), in the config's type order.
+    pub submit: Vec<(String, u32)>,
+    /// Jobs to cancel: (job id, why). Queued jobs no longer needed (newest first), queued jobs
+    /// of unconfigured types or over `max_workers`, and jobs whose Ray node died.
+    pub cancel: Vec<(String, String)>,
+    /// Idle nodes to drain and then cancel: (node id, job id, why), most idle first.
+    pub drain: Vec<(String, String, String)>,
+    /// Demand no node type and no alive node can ever hold: reported, never submitted.
+    pub infeasible: Vec<Demand>,
+    /// Demand that could be met but is held back (limits, backoff, busy nodes), and why.
+    pub waiting: Vec<(Demand, String)>,
+}
+
+impl Plan {
+    /// Nothing to do (reports aside).
+    pub fn is_idle(&self) -> bool {
+        self.submit.is_empty() && self.cancel.is_empty() && self.drain.is_empty()
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// Fixed-point resource vectors.
+
+/// Ray's resource granularity: 1/10000.
+const SCALE: f64 = 10_000.0;
+/// Bigger amounts (and +inf) saturate here, leaving room for sums.
+const FX_MAX: u64 = 1 << 62;
+/// Ray's implicit resources, which every node has; never a reason to launch.
+const IMPLICIT_PREFIX: &str = "implicit_resource:";
+
+fn fx(v: f64) -> u64 {
+    if v.is_nan() || v <= 0.0 {
+        return 0;
+    }
+    let s = v * SCALE;
+    if s >= FX_MAX as f64 {
+        FX_MAX
+    } else {
+        s.round() as u64
+    }
+}
+
+/// The resource names that some demand asks for: the only ones that matter for fitting.
+#[derive(Default)]
+struct Universe {
+    names: Vec<String>,
+    index: HashMap<String, usize>,
+}
+
+impl Universe {
+    fn add(&mut self, r: &Resources) {
+        for (k, v) in r {
+            if fx(*v) > 0 && !k.starts_with(IMPLICIT_PREFIX) && !self.index.contains_key(k) {
+                self.index.insert(k.clone(), self.names.len());
+                self.names.push(k.clone());
+            }
+        }
+    }
+
+    fn vector(&self, r: &Resources) -> Vec<u64> {
+        let mut v = vec![0; self.names.len()];
+        for (k, x) in r {
+            if let Some(&i) = self.index.get(k) {
+                v[i] = fx(*x);
+            }
+        }
+        v
+    }
+}
+
+/// A bundle shape in fixed point, with what sorting and fitting need.
+struct Shape {
+    v: Vec<u64>,
+    /// Indices of the non-zero amounts.
+    nz: Vec<usize>,
+    gpu: bool,
+    /// Sum of the amounts, each relative to the largest capacity anywhere.
+    size: f64,
+}
+
+impl Shape {
+    fn new(v: Vec<u64>, gpu_index: Option<usize>, max_cap: &[u64]) -> Shape {
+        let nz: Vec<usize> = (0..v.len()).filter(|&i| v[i] > 0).collect();
+        let gpu = gpu_index.is_some_and(|g| v[g] > 0);
+        let size = nz
+            .iter()
+            .map(|&i| {
+                if max_cap[i] == 0 {
+                    1.0
+                } else {
+                    v[i] as f64 / max_cap[i] as f64
+                }
+            })
+            .sum();
+        Shape { v, nz, gpu, size }
+    }
+}
+
+/// How many bundles of `s` fit in `cap` (`u64::MAX` for an empty shape).
+fn fit(cap: &[u64], s: &Shape) -> u64 {
+    let mut f = u64::MAX;
+    for &i in &s.nz {
+        f = f.min(cap[i] / s.v[i]);
+        if f == 0 {
+            break;
+        }
+    }
+    f
+}
+
+/// Orders shapes biggest first: GPU shapes, more resource kinds, bigger, then by amounts.
+fn shape_order(a: &Shape, b: &Shape) -> std::cmp::Ordering {
+    b.gpu
+        .cmp(&a.gpu)
+        .then(b.nz.len().cmp(&a.nz.len()))
+        .then(b.size.total_cmp(&a.size))
+        .then(a.v.cmp(&b.v))
+}
+
+fn sum_vectors(a: &[u64], b: &[u64]) -> Vec<u64> {
+    a.iter()
+        .zip(b)
+        .map(|(x, y)| x.saturating_add(*y).min(FX_MAX))
+        .collect()
+}
+
+// ---------------------------------------------------------------------------------------------
+// Bins and the packer.
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Origin {
+    /// An alive node (index into the input's nodes).
+    Node(usize),
+    /// Jobs of a type in flight (queued or started).
+    Pending(usize),
+    /// New jobs of a type.
+    New(usize),
+}
+
+/// `mult` identical bins.
+#[derive(Debug, Clone)]
+struct Group {
+    cap: Vec<u64>,
+    mult: u64,
+    origin: Origin,
+    /// Some demand was placed here.
+    used: bool,
+    /// New nodes: the submission order of the first of these bins (they are `lo..lo + mult`).
+    lo: u64,
+    /// New nodes: (unit, bundles per bin) placed on each of these bins.
+    placed: Vec<(u32, u64)>,
+}
+
+/// What the packer may not change.
+struct Fixed<'a> {
+    shapes: &'a [Shape],
+    names: &'a [String],
+    type_cap: Vec<Vec<u64>>,
+    type_gpu: Vec<bool>,
+    /// The type may get new jobs: `max_workers > 0` and not blocked.
+    type_ok: Vec<bool>,
+    /// Why a type may not get new jobs (backoff, gave up), if it is blocked.
+    type_blocked: Vec<Option<String>>,
+    types: &'a [NodeTypeSpec],
+    settings: &'a Settings,
+}
+
+struct Undo {
+    len: usize,
+    saved: Vec<(usize, Group)>,
+    type_room: Vec<u64>,
+    global_room: u64,
+    next_ordinal: u64,
+}
+
+struct Packer<'a> {
+    fx: &'a Fixed<'a>,
+    groups: Vec<Group>,
+    type_room: Vec<u64>,
+    global_room: u64,
+    next_ordinal: u64,
+    /// Per shape: groups before this index can never hold it again (capacity only shrinks).
+    cursor: HashMap<usize, usize>,
+    undo: Option<Undo>,
+    /// A segment tree over the groups: per node, the largest amount of each resource in its
+    /// subtree (`dims` values per node, leaves at `leaves..2 * leaves`). Finding the first group
+    /// that holds a shape descends only into subtrees that might: no scan over every group.
+    tree: Vec<u64>,
+    leaves: usize,
+    dims: usize,
+}
+
+impl<'a> Packer<'a> {
+    fn new(
+        fx: &'a Fixed<'a>,
+        groups: Vec<Group>,
+        type_room: Vec<u64>,
+        global_room: u64,
+        next_ordinal: u64,
+    ) -> Packer<'a> {
+        let mut p = Packer {
+            fx,
+            groups,
+            type_room,
+            global_room,
+            next_ordinal,
+            cursor: HashMap::new(),
+            undo: None,
+            tree: Vec::new(),
+            leaves: 0,
+            dims: fx.names.len(),
+        };
+        p.rebuild();
+        p
+    }
+
+    /// Builds the tree again, with room for at least twice the groups there are.
+    fn rebuild(&mut self) {
+        let d = self.dims;
+        self.leaves = (self.groups.len() * 2).max(16).next_power_of_two();
+        self.tree = vec![0; 2 * self.leaves * d];
+        for (i, g) in self.groups.iter().enumerate() {
+            let at = (self.leaves + i) * d;
+            self.tree[at..at + d].copy_from_slice(&g.cap);
+        }
+        for node in (1..self.leaves).rev() {
+            self.pull(node);
+        }
+    }
+
+    fn pull(&mut self, node: usize) {
+        let d = self.dims;
+        for k in 0..d {
+            self.tree[node * d + k] =
+                self.tree[2 * node * d + k].max(self.tree[(2 * node + 1) * d + k]);
+        }
+    }
+
+    /// Group `i` changed (or appeared, or went: `None`).
+    fn update(&mut self, i: usize) {
+        if i >= self.leaves {
+            self.rebuild();
+            return;
+        }
+        let d = self.dims;
+        let at = (self.leaves + i) * d;
+        match self.groups.get(i) {
+            Some(g) => self.tree[at..at + d].copy_from_slice(&g.cap),
+            None => self.tree[at..at + d].fill(0),
+        }
+        let mut node = (self.leaves + i) / 2;
+        while node >= 1 {
+            self.pull(node);
+            node /= 2;
+        }
+    }
+
+    /// The first group at or after `from` with a bin that holds one bundle of `s`.
+    fn first_fit(&self, s: &Shape, from: usize) -> Option<usize> {
+        if s.nz.is_empty() {
+            return (from < self.groups.len()).then_some(from);
+        }
+        self.search(1, 0, self.leaves, from, s)
+    }
+
+    fn search(&self, node: usize, lo: usize, hi: usize, from: usize, s: &Shape) -> Option<usize> {
+        if hi <= from || lo >= self.groups.len() {
+            return None;
+        }
+        let at = node * self.dims;
+        if s.nz.iter().any(|&k| self.tree[at + k] < s.v[k]) {
+            return None;
+        }
+        if hi - lo == 1 {
+            return Some(lo);
+        }
+        let mid = (lo + hi) / 2;
+        self.search(2 * node, lo, mid, from, s)
+            .or_else(|| self.search(2 * node + 1, mid, hi, from, s))
+    }
+
+    fn touch(&mut self, i: usize) {
+        if let Some(u) = self.undo.as_mut()
+            && i < u.len
+        {
+            u.saved.push((i, self.groups[i].clone()));
+        }
+    }
+
+    /// Puts `per_bin` bundles of `s` on `bins` bins of group `i`; those bins stay at `i`, the
+    /// others (if any) move to the end.
+    fn take(&mut self, i: usize, s: &Shape, per_bin: u64, bins: u64, unit: u32) {
+        self.touch(i);
+        let g = &mut self.groups[i];
+        let bins = bins.clamp(1, g.mult.max(1));
+        let rest = (bins < g.mult).then(|| {
+            let mut r = g.clone();
+            r.mult = g.mult - bins;
+            r.lo = g.lo + bins;
+            r
+        });
+        g.mult = bins;
+        for &k in &s.nz {
+            g.cap[k] = g.cap[k].saturating_sub(per_bin.saturating_mul(s.v[k]));
+        }
+        g.used = true;
+        if matches!(g.origin, Origin::New(_)) {
+            match g.placed.last_mut() {
+                Some((u, c)) if *u == unit => *c = c.saturating_add(per_bin),
+                _ => g.placed.push((unit, per_bin)),
+            }
+        }
+        self.update(i);
+        if let Some(r) = rest {
+            self.groups.push(r);
+            self.update(self.groups.len() - 1);
+        }
+    }
+
+    /// Fills group `i` with up to `r` bundles of shape `sid`, whole bins first; returns what is
+    /// left. When something is left, no bin of the group holds another bundle.
+    fn fill(&mut self, i: usize, sid: usize, r: u64, unit: u32) -> u64 {
+        let s = &self.fx.shapes[sid];
+        let f = fit(&self.groups[i].cap, s);
+        if f == 0 || r == 0 {
+            return r;
+        }
+        if f == u64::MAX {
+            self.take(i, s, r, 1, unit);
+            return 0;
+        }
+        let m = self.groups[i].mult;
+        let full = r / f;
+        if full >= m {
+            self.take(i, s, f, m, unit);
+            return r - m * f;
+        }
+        let mut target = i;
+        if full > 0 {
+            self.take(i, s, f, full, unit);
+            target = self.groups.len() - 1;
+        }
+        let rem = r - full * f;
+        if rem > 0 {
+            self.take(target, s, rem, 1, unit);
+        }
+        0
+    }
+
+    /// First fit of `r` bundles of `sid` onto the existing groups; returns what is left.
+    fn place_bulk(&mut self, sid: usize, mut r: u64, unit: u32) -> u64 {
+        let s = &self.fx.shapes[sid];
+        let mut from = self.cursor.get(&sid).copied().unwrap_or(0);
+        while r > 0 {
+            let Some(i) = self.first_fit(s, from) else {
+                from = self.groups.len();
+                break;
+            };
+            r = self.fill(i, sid, r, unit);
+            // Filled up (something left): it holds no more; else it may hold more.
+            from = if r > 0 { i + 1 } else { i };
+        }
+        self.cursor.insert(sid, from);
+        r
+    }
+
+    /// The first group with a bin that holds one bundle of `sid` and that `allow` accepts.
+    fn find_one(&mut self, sid: usize, allow: impl Fn(usize) -> bool) -> Option<usize> {
+        let s = &self.fx.shapes[sid];
+        let start = self.cursor.get(&sid).copied().unwrap_or(0);
+        let mut from = start;
+        let mut first: Option<usize> = None;
+        let found = loop {
+            let Some(i) = self.first_fit(s, from) else {
+                break None;
+            };
+            first.get_or_insert(i);
+            if allow(i) {
+                break Some(i);
+            }
+            from = i + 1;
+        };
+        self.cursor
+            .insert(sid, first.unwrap_or(self.groups.len()).max(start));
+        found
+    }
+
+    /// The best type for `r` more bundles of `s` among those that may get new jobs.
+    fn best_type(&self, s: &Shape, r: u64) -> Option<usize> {
+        if self.global_room == 0 {
+            return None;
+        }
+        let mut best: Option<(bool, u64, f64, usize)> = None;
+        for t in 0..self.fx.type_cap.len() {
+            if !self.fx.type_ok[t] || self.type_room[t] == 0 {
+                continue;
+            }
+            let cap = &self.fx.type_cap[t];
+            let f = fit(cap, s);
+            if f == 0 {
+                continue;
+            }
+            let r = r.max(1);
+            let nodes = if f == u64::MAX { 1 } else { r.div_ceil(f) };
+            let waste = if s.nz.is_empty() {
+                0.0
+            } else {
+                s.nz.iter()
+                    .map(|&i| {
+                        let used = r as f64 * s.v[i] as f64;
+                        let have = nodes as f64 * cap[i] as f64;
+                        1.0 - (used / have).min(1.0)
+                    })
+                    .sum::<f64>()
+                    / s.nz.len() as f64
+            };
+            let key = (self.fx.type_gpu[t] && !s.gpu, nodes, waste, t);
+            let better = match &best {
+                None => true,
+                Some(b) => {
+                    key.0
+                        .cmp(&b.0)
+                        .then(key.1.cmp(&b.1))
+                        .then(key.2.total_cmp(&b.2))
+                        .then(key.3.cmp(&b.3))
+                        == std::cmp::Ordering::Less
+                }
+            };
+            if better {
+                best = Some(key);
+            }
+        }
+        best.map(|b| b.3)
+    }
+
+    /// Opens up to `bins` new nodes of type `t` (as room allows); returns their group.
+    fn open(&mut self, t: usize, bins: u64) -> Option<usize> {
+        let bins = bins.min(self.type_room[t]).min(self.global_room);
+        if bins == 0 {
+            return None;
+        }
+        self.type_room[t] -= bins;
+        self.global_room -= bins;
+        self.groups.push(Group {
+            cap: self.fx.type_cap[t].clone(),
+            mult: bins,
+            origin: Origin::New(t),
+            used: false,
+            lo: self.next_ordinal,
+            placed: Vec::new(),
+        });
+        self.next_ordinal += bins;
+        self.update(self.groups.len() - 1);
+        Some(self.groups.len() - 1)
+    }
+
+    /// Opens one node of the best type for one bundle of `s`.
+    fn open_for(&mut self, s: &Shape, r: u64) -> Option<usize> {
+        let t = self.best_type(s, r)?;
+        self.open(t, 1)
+    }
+
+    /// `count` bundles of `sid`: onto existing bins, then onto new nodes. Returns what is left.
+    fn place_tasks(&mut self, sid: usize, count: u64, unit: u32) -> u64 {
+        let mut r = self.place_bulk(sid, count, unit);
+        let s = &self.fx.shapes[sid];
+        while r > 0 {
+            let Some(t) = self.best_type(s, r) else {
+                break;
+            };
+            let f = fit(&self.fx.type_cap[t], s);
+            let need = if f == u64::MAX { 1 } else { r.div_ceil(f) };
+            let Some(g) = self.open(t, need) else {
+                break;
+            };
+            r = self.fill(g, sid, r, unit);
+        }
+        r
+    }
+
+    fn begin(&mut self) {
+        self.undo = Some(Undo {
+            len: self.groups.len(),
+            saved: Vec::new(),
+            type_room: self.type_room.clone(),
+            global_room: self.global_room,
+            next_ordinal: self.next_ordinal,
+        });
+    }
+
+    fn commit(&mut self) {
+        self.undo = None;
+    }
+
+    fn rollback(&mut self) {
+        if let Some(u) = self.undo.take() {
+            let had = self.groups.len();
+            self.groups.truncate(u.len);
+            for i in u.len..had {
+                self.update(i);
+            }
+            let mut restored: Vec<usize> = Vec::new();
+            for (i, g) in u.saved.into_iter().rev() {
+                self.groups[i] = g;
+                restored.push(i);
+            }
+            for i in restored {
+                self.update(i);
+            }
+            self.type_room = u.type_room;
+            self.global_room = u.global_room;
+            self.next_ordinal = u.next_ordinal;
+            // Capacity came back: the cursors may be past it.
+            self.cursor.clear();
+        }
+    }
+
+    /// Places one placement group, all bundles or none. On failure, returns the shape that
+    /// found no room.
+    fn place_gang(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
+        self.begin();
+        let result = self.try_gang(gang, unit);
+        match result {
+            Ok(()) => self.commit(),
+            Err(_) => self.rollback(),
+        }
+        result
+    }
+
+    fn try_gang(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
+        let fx = self.fx;
+        match gang.strategy {
+            Strategy::StrictPack => {
+                let s = &fx.shapes[gang.sum];
+                let g = match self.find_one(gang.sum, |_| true) {
+                    Some(g) => g,
+                    None => self.open_for(s, 1).ok_or(gang.sum)?,
+                };
+                self.take(g, s, 1, 1, unit);
+            }
+            Strategy::StrictSpread => {
+                let mut used: Vec<usize> = Vec::new();
+                for &b in &gang.bundles {
+                    let s = &fx.shapes[b];
+                    let g = match self.find_one(b, |i| !used.contains(&i)) {
+                        Some(g) => g,
+                        None => self.open_for(s, 1).ok_or(b)?,
+                    };
+                    self.take(g, s, 1, 1, unit);
+                    used.push(g);
+                }
+            }
+            Strategy::Pack | Strategy::Spread => {
+                let spread = gang.strategy == Strategy::Spread;
+                let mut used: Vec<usize> = Vec::new();
+                for (k, &b) in gang.bundles.iter().enumerate() {
+                    let s = &fx.shapes[b];
+                    let mut g = if spread {
+                        self.find_one(b, |i| !used.contains(&i))
+                    } else {
+                        None
+                    };
+                    if g.is_none() {
+                        g = self.find_one(b, |_| true);
+                    }
+                    if g.is_none() {
+                        g = if spread {
+                            self.open_for(s, 1)
+                        } else {
+                            self.open_for_pack(&gang.bundles[k..])
+                        };
+                    }
+                    let g = g.ok_or(b)?;
+                    self.take(g, s, 1, 1, unit);
+                    used.push(g);
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// A new node for the first of `rest` (a `PACK` group's unplaced bundles): of a type that
+    /// holds them all if there is one, else the best for the first bundle.
+    fn open_for_pack(&mut self, rest: &[usize]) -> Option<usize> {
+        let fx = self.fx;
+        let first = &fx.shapes[rest[0]];
+        if rest.len() > 1 {
+            let mut v = first.v.clone();
+            for &b in &rest[1..] {
+                v = sum_vectors(&v, &fx.shapes[b].v);
+            }
+            let nz: Vec<usize> = (0..v.len()).filter(|&i| v[i] > 0).collect();
+            let sum = Shape {
+                gpu: rest.iter().any(|&b| fx.shapes[b].gpu),
+                size: 0.0,
+                v,
+                nz,
+            };
+            if let Some(t) = self.best_type(&sum, 1) {
+                return self.open(t, 1);
+            }
+        }
+        let same = rest.iter().filter(|&&b| b == rest[0]).count() as u64;
+        self.open_for(first, same)
+    }
+
+    /// Why a bundle of `s` got no new node.
+    fn why(&self, s: &Shape) -> String {
+        let fx = self.fx;
+        let mut parts = Vec::new();
+        let mut any = false;
+        for (t, spec) in fx.types.iter().enumerate() {
+            if spec.max_workers == 0 || fit(&fx.type_cap[t], s) == 0 {
+                continue;
+            }
+            any = true;
+            if let Some(b) = &fx.type_blocked[t] {
+                parts.push(b.clone());
+            } else if self.type_room[t] == 0 {
+                parts.push(format!(
+                    "node type {} is at its max_workers ({})",
+                    spec.name, spec.max_workers
+                ));
+            }
+        }
+        if !any || fx.settings.max_workers == 0 {
+            return format!(
+                "no node type can launch a node for {}; waiting for existing nodes to free \
+                 resources",
+                show_vector(&s.v, fx.names)
+            );
+        }
+        if self.global_room == 0 {
+            parts.push(format!(
+                "the cluster is at max_workers ({})",
+                fx.settings.max_workers
+            ));
+        }
+        if parts.is_empty() {
+            parts.push("needs more new nodes than max_workers leaves room for".to_string());
+        }
+        parts.join("; ")
+    }
+}
+
+fn show_vector(v: &[u64], names: &[String]) -> String {
+    let parts: Vec<String> = v
+        .iter()
+        .zip(names)
+        .filter(|(x, _)| **x > 0)
+        .map(|(x, n)| format!("{n}: {}", *x as f64 / SCALE))
+        .collect();
+    format!("{{{}}}", parts.join(", "))
+}
+
+// ---------------------------------------------------------------------------------------------
+// Demand, merged by shape.
+
+struct TaskItem {
+    shape: usize,
+    count: u64,
+    /// The first input demand of this shape (for its resource map).
+    first: usize,
+}
+
+struct GangItem {
+    strategy: Strategy,
+    /// Bundle shapes, biggest first.
+    bundles: Vec<usize>,
+    /// The shape of all bundles together.
+    sum: usize,
+    /// The identical input placement groups.
+    inputs: Vec<usize>,
+}
+
+/// What a job is, once the nodes were looked at.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Live {
+    /// Queued (`started == false`) or started, no node yet.
+    InFlight {
+        started: bool,
+    },
+    /// Its node is in the GCS (or the scheduler says so).
+    Joined,
+    /// Started or joined, and its only Ray nodes are dead.
+    NodeDead,
+    Ended,
+}
+
+/// Computes what to do. Pure and deterministic; see the module documentation for the rules.
+pub fn plan(input: &PlanInput) -> Plan {
+    let PlanInput {
+        nodes,
+        demands,
+        jobs,
+        types,
+        settings,
+        health,
+        now_ms,
+    } = *input;
+    let mut out = Plan::default();
+
+    // --- Jobs and nodes.
+    let type_index: HashMap<&str, usize> = types
+        .iter()
+        .enumerate()
+        .rev()
+        .map(|(i, t)| (t.name.as_str(), i))
+        .collect();
+    let mut instance_nodes: HashMap<&str, (bool, bool)> = HashMap::new(); // (not dead, dead)
+    for n in nodes {
+        if n.instance_id.is_empty() {
+            continue;
+        }
+        let e = instance_nodes.entry(n.instance_id.as_str()).or_default();
+        if n.status == NodeStatus::Dead {
+            e.1 = true;
+        } else {
+            e.0 = true;
+        }
+    }
+    let live: Vec<Live> = jobs
+        .iter()
+        .map(|j| {
+            if j.phase == JobPhase::Ended {
+                return Live::Ended;
+            }
+            match instance_nodes.get(j.job_id.as_str()) {
+                Some((true, _)) => Live::Joined,
+                // (A queued job with a dead node was requeued: it will start again.)
+                Some((false, true)) if j.phase != JobPhase::Pending => Live::NodeDead,
+                _ => match j.phase {
+                    JobPhase::Pending => Live::InFlight { started: false },
+                    JobPhase::Running => Live::InFlight { started: true },
+                    _ => Live::Joined,
+                },
+            }
+        })
+        .collect();
+    let job_of: HashMap<&str, usize> = jobs
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| live[*i] != Live::Ended)
+        .map(|(i, j)| (j.job_id.as_str(), i))
+        .collect();
+    let ntypes = types.len();
+    let job_type = |i: usize| type_index.get(jobs[i].node_type.as_str()).copied();
+    let mut active_t = vec![0u64; ntypes]; // not ended
+    let mut alive_t = vec![0u64; ntypes]; // not ended, node not dead
+    let mut inflight_t = vec![0u64; ntypes];
+    let (mut active_all, mut in_flight, mut joined) = (0u64, 0u64, 0u64);
+    for (i, l) in live.iter().enumerate() {
+        if *l == Live::Ended {
+            continue;
+        }
+        active_all += 1;
+        match l {
+            Live::InFlight { .. } => in_flight += 1,
+            Live::Joined => joined += 1,
+            _ => {}
+        }
+        if let Some(t) = job_type(i) {
+            active_t[t] += 1;
+            if *l != Live::NodeDead {
+                alive_t[t] += 1;
+            }
+            if matches!(l, Live::InFlight { .. }) {
+                inflight_t[t] += 1;
+            }
+        }
+    }
+    let is_head = |n: &ObservedNode| {
+        n.node_type == HEAD_NODE_TYPE_NAME || n.total.contains_key("node:__internal_head__")
+    };
+    // Alive nodes that may take work (not those whose job ended), in the order bins are tried.
+    let ended: std::collections::HashSet<&str> = jobs
+        .iter()
+        .zip(&live)
+        .filter(|(_, l)| **l == Live::Ended)
+        .map(|(j, _)| j.job_id.as_str())
+        .collect();
+    let mut alive: Vec<usize> = (0..nodes.len())
+        .filter(|&i| {
+            let n = &nodes[i];
+            let gone = ended.contains(n.instance_id.as_str())
+                && !job_of.contains_key(n.instance_id.as_str());
+            matches!(n.status, NodeStatus::Running | NodeStatus::Idle) && !gone
+        })
+        .collect();
+    let class = |n: &ObservedNode| -> (u8, u64) {
+        if is_head(n) {
+            (0, 0)
+        } else if !job_of.contains_key(n.instance_id.as_str()) {
+            (1, 0)
+        } else if n.status == NodeStatus::Running {
+            (2, 0)
+        } else {
+            (3, n.idle_ms)
+        }
+    };
+    alive.sort_by(|&a, &b| {
+        class(&nodes[a])
+            .cmp(&class(&nodes[b]))
+            .then(nodes[a].node_id.cmp(&nodes[b].node_id))
+    });
+
+    // --- The resource names that matter, and the shapes.
+    let mut uni = Universe::default();
+    for d in demands {
+        match d {
+            Demand::Tasks { bundle, .. } | Demand::Constraint { bundle, .. } => uni.add(bundle),
+            Demand::Gang { bundles, .. } => bundles.iter().for_each(|b| uni.add(b)),
+        }
+    }
+    let gpu_index = uni.index.get("GPU").copied();
+    let type_cap: Vec<Vec<u64>> = types.iter().map(|t| uni.vector(&t.resources)).collect();
+    let node_total: Vec<Vec<u64>> = nodes.iter().map(|n| uni.vector(&n.total)).collect();
+    let mut max_cap = vec![0u64; uni.names.len()];
+    for c in type_cap.iter().chain(alive.iter().map(|&i| &node_total[i])) {
+        for (m, x) in max_cap.iter_mut().zip(c) {
+            *m = (*m).max(*x);
+        }
+    }
+    let mut shapes: Vec<Shape> = Vec::new();
+    let mut shape_ids: HashMap<Vec<u64>, usize> = HashMap::new();
+    let mut intern = |v: Vec<u64>, shapes: &mut Vec<Shape>| -> usize {
+        if let Some(&i) = shape_ids.get(&v) {
+            return i;
+        }
+        shapes.push(Shape::new(v.clone(), gpu_index, &max_cap));
+        shape_ids.insert(v, shapes.len() - 1);
+        shapes.len() - 1
+    };
+    let launchable = |t: usize| types[t].max_workers > 0 && settings.max_workers > 0;
+    let mut feasible_memo: HashMap<usize, bool> = HashMap::new();
+    let mut feasible = |sid: usize, shapes: &[Shape]| -> bool {
+        *feasible_memo.entry(sid).or_insert_with(|| {
+            let s = &shapes[sid];
+            (0..ntypes).any(|t| launchable(t) && fit(&type_cap[t], s) > 0)
+                || alive.iter().any(|&n| fit(&node_total[n], s) > 0)
+        })
+    };
+
+    let mut tasks: Vec<TaskItem> = Vec::new();
+    let mut constraints: Vec<TaskItem> = Vec::new();
+    let mut gangs: Vec<GangItem> = Vec::new();
+    let mut task_of: HashMap<usize, usize> = HashMap::new();
+    let mut constraint_of: HashMap<usize, usize> = HashMap::new();
+    let mut gang_of: HashMap<(Strategy, Vec<usize>), usize> = HashMap::new();
+    for (i, d) in demands.iter().enumerate() {
+        match d {
+            Demand::Tasks { bundle, count } | Demand::Constraint { bundle, count } => {
+                let v = uni.vector(bundle);
+                if *count == 0 || v.iter().all(|x| *x == 0) {
+                    continue; // nothing asked for: any node holds it
+                }
+                let sid = intern(v, &mut shapes);
+                if !feasible(sid, &shapes) {
+                    out.infeasible.push(d.clone());
+                    continue;
+                }
+                let (items, index) = if matches!(d, Demand::Tasks { .. }) {
+                    (&mut tasks, &mut task_of)
+                } else {
+                    (&mut constraints, &mut constraint_of)
+                };
+                match index.get(&sid) {
+                    Some(&k) => items[k].count = items[k].count.saturating_add(*count),
+                    None => {
+                        index.insert(sid, items.len());
+                        items.push(TaskItem {
+                            shape: sid,
+                            count: *count,
+                            first: i,
+                        });
+                    }
+                }
+            }
+            Demand::Gang {
+                bundles, strategy, ..
+            } => {
+                if bundles.is_empty() {
+                    continue;
+                }
+                let vs: Vec<Vec<u64>> = bundles.iter().map(|b| uni.vector(b)).collect();
+                let total = vs
+                    .iter()
+                    .fold(vec![0u64; uni.names.len()], |a, v| sum_vectors(&a, v));
+                let mut sids: Vec<usize> = vs.into_iter().map(|v| intern(v, &mut shapes)).collect();
+                let sum = intern(total, &mut shapes);
+                let ok = match strategy {
+                    Strategy::StrictPack => feasible(sum, &shapes),
+                    _ => sids.iter().all(|&s| feasible(s, &shapes)),
+                };
+                if !ok {
+                    out.infeasible.push(d.clone());
+                    continue;
+                }
+                sids.sort_by(|&a, &b| shape_order(&shapes[a], &shapes[b]).then(a.cmp(&b)));
+                match gang_of.get(&(*strategy, sids.clone())) {
+                    Some(&k) => gangs[k].inputs.push(i),
+                    None => {
+                        gang_of.insert((*strategy, sids.clone()), gangs.len());
+                        gangs.push(GangItem {
+                            strategy: *strategy,
+                            bundles: sids,
+                            sum,
+                            inputs: vec![i],
+                        });
+                    }
+                }
+            }
+        }
+    }
+    tasks.sort_by(|a, b| shape_order(&shapes[a.shape], &shapes[b.shape]));
+    constraints.sort_by(|a, b| shape_order(&shapes[a.shape], &shapes[b.shape]));
+    let strict = |s: Strategy| matches!(s, Strategy::StrictPack | Strategy::StrictSpread);
+    gangs.sort_by(|a, b| {
+        strict(b.strategy)
+            .cmp(&strict(a.strategy))
+            .then(shapes[b.sum].size.total_cmp(&shapes[a.sum].size))
+            .then(a.inputs[0].cmp(&b.inputs[0]))
+    });
+
+    // --- Types: capacity, and whether they may get jobs.
+    let type_blocked: Vec<Option<String>> = types
+        .iter()
+        .map(|t| {
+            let h = health.get(&t.name)?;
+            let err = h
+                .last_error
+                .as_deref()
+                .map(|e| format!(" (last error: {e})"))
+                .unwrap_or_default();
+            if h.gave_up {
+                Some(format!(
+                    "node type {} gave up after {} refused submissions{err}",
+                    t.name, h.consecutive_failures
+                ))
+            } else if h.blocked(now_ms) {
+                Some(format!(
+                    "node type {} is backing off for {}s after {} refused submissions{err}",
+                    t.name,
+                    (h.retry_after_ms - now_ms).div_ceil(1000),
+                    h.consecutive_failures
+                ))
+            } else {
+                None
+            }
+        })
+        .collect();
+    let fixed = Fixed {
+        shapes: &shapes,
+        names: &uni.names,
+        type_gpu: types
+            .iter()
+            .map(|t| t.resources.get("GPU").is_some_and(|g| fx(*g) > 0))
+            .collect(),
+        type_ok: (0..ntypes)
+            .map(|t| launchable(t) && type_blocked[t].is_none())
+            .collect(),
+        type_cap,
+        type_blocked,
+        types,
+        settings,
+    };
+    let base_groups = |total: bool| -> Vec<Group> {
+        let mut g: Vec<Group> = alive
+            .iter()
+            .map(|&i| Group {
+                cap: if total {
+                    node_total[i].clone()
+                } else {
+                    uni.vector(&nodes[i].available)
+                },
+                mult: 1,
+                origin: Origin::Node(i),
+                used: false,
+                lo: 0,
+                placed: Vec::new(),
+            })
+            .collect();
+        for (t, &n) in inflight_t.iter().enumerate() {
+            if n > 0 {
+                g.push(Group {
+                    cap: fixed.type_cap[t].clone(),
+                    mult: n,
+                    origin: Origin::Pending(t),
+                    used: false,
+                    lo: 0,
+                    placed: Vec::new(),
+                });
+            }
+        }
+        g
+    };
+    let mut cp = Packer::new(
+        &fixed,
+        base_groups(true),
+        (0..ntypes)
+            .map(|t| u64::from(types[t].max_workers).saturating_sub(active_t[t]))
+            .collect(),
+        u64::from(settings.max_workers).saturating_sub(active_all),
+        0,
+    );
+
+    // --- min_workers.
+    for t in 0..ntypes {
+        let deficit = u64::from(types[t].min_workers).saturating_sub(alive_t[t]);
+        if deficit > 0 && fixed.type_ok[t] {
+            cp.open(t, deficit);
+        }
+    }
+
+    // --- Constraints, on total capacity.
+    let mut c_unmet: Vec<Vec<(String, u64)>> = vec![Vec::new(); constraints.len()];
+    for (k, c) in constraints.iter().enumerate() {
+        let left = cp.place_tasks(c.shape, c.count, k as u32);
+        if left > 0 {
+            c_unmet[k].push((cp.why(&shapes[c.shape]), left));
+        }
+    }
+
+    // --- Placement groups and tasks, on available capacity.
+    let mut groups = base_groups(false);
+    groups.extend(
+        cp.groups
+            .iter()
+            .filter(|g| matches!(g.origin, Origin::New(_)))
+            .map(|g| Group {
+                cap: match g.origin {
+                    Origin::New(t) => fixed.type_cap[t].clone(),
+                    _ => g.cap.clone(),
+                },
+                used: false,
+                placed: Vec::new(),
+                ..g.clone()
+            }),
+    );
+    let mut dp = Packer::new(
+        &fixed,
+        groups,
+        cp.type_room.clone(),
+        cp.global_room,
+        cp.next_ordinal,
+    );
+    // Units: gang instances first (by input index), then task items.
+    let gang_units = demands.len() as u32;
+    let mut gang_unmet: HashMap<usize, String> = HashMap::new(); // input index -> why
+    for gang in &gangs {
+        let mut failed: Option<String> = None;
+        for &i in &gang.inputs {
+            if let Some(why) = &failed {
+                gang_unmet.insert(i, why.clone());
+                continue;
+            }
+            if let Err(sid) = dp.place_gang(gang, i as u32) {
+                let why = dp.why(&shapes[sid]);
+                gang_unmet.insert(i, why.clone());
+                failed = Some(why);
+            }
+        }
+    }
+    let mut t_unmet: Vec<Vec<(String, u64)>> = vec![Vec::new(); tasks.len()];
+    for (k, item) in tasks.iter().enumerate() {
+        let left = dp.place_tasks(item.shape, item.count, gang_units + k as u32);
+        if left > 0 {
+            t_unmet[k].push((dp.why(&shapes[item.shape]), left));
+        }
+    }
+
+    // --- The upscaling caps: which new nodes go now.
+    let speed = settings.upscaling_speed.max(0.0) * joined as f64;
+    let speed_cap = if speed.is_finite() {
+        speed.ceil().min(u64::MAX as f64) as u64
+    } else {
+        u64::MAX
+    };
+    let cap = speed_cap.max(5).min(u64::from(settings.max_pending_jobs));
+    let budget = cap.saturating_sub(in_flight);
+    let rate_why = format!(
+        "upscaling limit: {in_flight} worker jobs in flight, at most {cap} at once \
+         (upscaling_speed {}, {joined} joined; max_pending_jobs {})",
+        settings.upscaling_speed, settings.max_pending_jobs
+    );
+    let dropped = |g: &Group| g.mult - g.mult.min(budget.saturating_sub(g.lo));
+    let mut submit = vec![0u64; ntypes];
+    let mut rate_left: HashMap<u32, u64> = HashMap::new();
+    for g in &dp.groups {
+        if let Origin::New(t) = g.origin {
+            let d = dropped(g);
+            submit[t] += g.mult - d;
+            if d > 0 {
+                for (u, per_bin) in &g.placed {
+                    let e = rate_left.entry(*u).or_default();
+                    *e = e.saturating_add(per_bin.saturating_mul(d));
+                }
+            }
+        }
+    }
+    for g in &cp.groups {
+        if let Origin::New(_) = g.origin {
+            let d = dropped(g);
+            for (u, per_bin) in g.placed.iter().filter(|_| d > 0) {
+                let n = per_bin.saturating_mul(d);
+                let list = &mut c_unmet[*u as usize];
+                match list.iter_mut().find(|(w, _)| *w == rate_why) {
+                    Some((_, c)) => *c = c.saturating_add(n),
+                    None => list.push((rate_why.clone(), n)),
+                }
+            }
+        }
+    }
+    for (t, n) in submit.iter().enumerate() {
+        if *n > 0 {
+            out.submit
+                .push((types[t].name.clone(), (*n).min(u64::from(u32::MAX)) as u32));
+        }
+    }
+
+    // --- Waiting demand, in input order.
+    let mut waiting: Vec<(usize, Demand, String)> = Vec::new();
+    for gang in &gangs {
+        for &i in &gang.inputs {
+            let why = gang_unmet.get(&i).cloned().or_else(|| {
+                rate_left
+                    .get(&(i as u32))
+                    .filter(|n| **n > 0)
+                    .map(|_| rate_why.clone())
+            });
+            if let Some(why) = why {
+                waiting.push((i, demands[i].clone(), why));
+            }
+        }
+    }
+    let with_count = |d: &Demand, n: u64| match d {
+        Demand::Tasks { bundle, .. } => Demand::Tasks {
+            bundle: bundle.clone(),
+            count: n,
+        },
+        Demand::Constraint { bundle, .. } => Demand::Constraint {
+            bundle: bundle.clone(),
+            count: n,
+        },
+        other => other.clone(),
+    };
+    for (k, item) in tasks.iter().enumerate() {
+        let mut list = std::mem::take(&mut t_unmet[k]);
+        if let Some(n) = rate_left.get(&(gang_units + k as u32)).filter(|n| **n > 0) {
+            list.push((rate_why.clone(), *n));
+        }
+        for (why, n) in list {
+            waiting.push((item.first, with_count(&demands[item.first], n), why));
+        }
+    }
+    for (k, item) in constraints.iter().enumerate() {
+        for (why, n) in std::mem::take(&mut c_unmet[k]) {
+            waiting.push((item.first, with_count(&demands[item.first], n), why));
+        }
+    }
+    waiting.sort_by_key(|w| w.0);
+    out.waiting = waiting.into_iter().map(|(_, d, w)| (d, w)).collect();
+
+    // --- What is needed: pending jobs per type, and nodes.
+    let mut needed_t = vec![0u64; ntypes];
+    let mut needed_node = vec![false; nodes.len()];
+    for p in [&cp, &dp] {
+        let mut used_t = vec![0u64; ntypes];
+        for g in p.groups.iter().filter(|g| g.used) {
+            match g.origin {
+                Origin::Pending(t) => used_t[t] += g.mult,
+                Origin::Node(n) => needed_node[n] = true,
+                Origin::New(_) => {}
+            }
+        }
+        for t in 0..ntypes {
+            needed_t[t] = needed_t[t].max(used_t[t]);
+        }
+    }
+
+    // --- Cancel.
+    let mut cancelled = vec![false; jobs.len()];
+    let mut cancel_dead: Vec<(String, String)> = Vec::new();
+    let mut cancel_rest: Vec<(usize, String)> = Vec::new();
+    for (i, j) in jobs.iter().enumerate() {
+        if live[i] == Live::NodeDead {
+            cancelled[i] = true;
+            cancel_dead.push((j.job_id.clone(), "its Ray node is dead".to_string()));
+        } else if live[i] == (Live::InFlight { started: false }) && job_type(i).is_none() {
+            cancelled[i] = true;
+            cancel_rest.push((i, format!("node type {} is not configured", j.node_type)));
+        }
+    }
+    let newest_first = |a: &usize, b: &usize| {
+        jobs[*b]
+            .submitted_ms
+            .cmp(&jobs[*a].submitted_ms)
+            .then(jobs[*b].job_id.cmp(&jobs[*a].job_id))
+    };
+    let mut removed_t = vec![0u64; ntypes]; // live jobs going away, per type
+    for t in 0..ntypes {
+        let started = (0..jobs.len())
+            .filter(|&i| job_type(i) == Some(t) && live[i] == (Live::InFlight { started: true }))
+            .count() as u64;
+        let mut queued: Vec<usize> = (0..jobs.len())
+            .filter(|&i| job_type(i) == Some(t) && live[i] == (Live::InFlight { started: false }))
+            .collect();
+        queued.sort_by(newest_first);
+        let keep = needed_t[t].saturating_sub(started) as usize;
+        let unneeded = queued
+            .len()
+            .saturating_sub(keep)
+            .min(alive_t[t].saturating_sub(u64::from(types[t].min_workers)) as usize);
+        let over = active_t[t].saturating_sub(u64::from(types[t].max_workers)) as usize;
+        for (k, &i) in queued.iter().enumerate().take(unneeded.max(over)) {
+            let why = if k < over {
+                format!(
+                    "over node type {}'s max_workers ({})",
+                    types[t].name, types[t].max_workers
+                )
+            } else {
+                "queued job no longer needed by any demand".to_string()
+            };
+            cancelled[i] = true;
+            removed_t[t] += 1;
+            cancel_rest.push((i, why));
+        }
+    }
+    let remaining_all = active_all - cancelled.iter().filter(|c| **c).count() as u64;
+    let over_all = remaining_all.saturating_sub(u64::from(settings.max_workers)) as usize;
+    if over_all > 0 {
+        let mut queued: Vec<usize> = (0..jobs.len())
+            .filter(|&i| !cancelled[i] && live[i] == (Live::InFlight { started: false }))
+            .collect();
+        queued.sort_by(newest_first);
+        for &i in queued.iter().take(over_all) {
+            cancelled[i] = true;
+            if let Some(t) = job_type(i) {
+                removed_t[t] += 1;
+            }
+            cancel_rest.push((
+                i,
+                format!("over the cluster's max_workers ({})", settings.max_workers),
+            ));
+        }
+    }
+    cancel_rest.sort_by(|a, b| newest_first(&a.0, &b.0));
+    out.cancel = cancel_dead;
+    out.cancel.extend(
+        cancel_rest
+            .into_iter()
+            .map(|(i, why)| (jobs[i].job_id.clone(), why)),
+    );
+
+    // --- Drain idle nodes, most idle first.
+    let mut idle: Vec<(usize, usize, usize)> = Vec::new(); // (node, job, type)
+    for &n in &alive {
+        let node = &nodes[n];
+        if node.status != NodeStatus::Idle
+            || node.idle_ms <= settings.idle_timeout_ms
+            || is_head(node)
+            || needed_node[n]
+        {
+            continue;
+        }
+        let Some(&j) = job_of.get(node.instance_id.as_str()) else {
+            continue;
+        };
+        if cancelled[j] {
+            continue;
+        }
+        let Some(t) = job_type(j) else {
+            idle.push((n, j, usize::MAX));
+            continue;
+        };
+        idle.push((n, j, t));
+    }
+    idle.sort_by(|a, b| {
+        nodes[b.0]
+            .idle_ms
+            .cmp(&nodes[a.0].idle_ms)
+            .then(nodes[a.0].node_id.cmp(&nodes[b.0].node_id))
+    });
+    let mut drained_nodes: std::collections::HashSet<&str> = std::collections::HashSet::new();
+    let mut drained_jobs: std::collections::HashSet<usize> = std::collections::HashSet::new();
+    for (n, j, t) in idle {
+        if drained_nodes.contains(nodes[n].node_id.as_str()) {
+            continue;
+        }
+        if t != usize::MAX && !drained_jobs.contains(&j) {
+            let left = alive_t[t].saturating_sub(removed_t[t]);
+            if left <= u64::from(types[t].min_workers) {
+                continue;
+            }
+            removed_t[t] += 1;
+        }
+        drained_nodes.insert(nodes[n].node_id.as_str());
+        drained_jobs.insert(j);
+        out.drain.push((
+            nodes[n].node_id.clone(),
+            jobs[j].job_id.clone(),
+            format!(
+                "idle for {}s (idle_timeout {}s)",
+                nodes[n].idle_ms / 1000,
+                settings.idle_timeout_ms / 1000
+            ),
+        ));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NOW: u64 = 10_000_000;
+
+    fn res(pairs: &[(&str, f64)]) -> Resources {
+        pairs.iter().map(|(k, v)| (k.to_string(), *v)).collect()
+    }
+
+    fn cpu(n: f64) -> Resources {
+        res(&[("CPU", n)])
+    }
+
+    fn ty(name: &str, r: &[(&str, f64)], min: u32, max: u32) -> NodeTypeSpec {
+        NodeTypeSpec {
+            name: name.into(),
+            resources: res(r),
+            min_workers: min,
+            max_workers: max,
+        }
+    }
+
+    fn cpu4() -> NodeTypeSpec {
+        ty("cpu4", &[("CPU", 4.0), ("memory", 16e9)], 0, 100)
+    }
+
+    fn cpu16() -> NodeTypeSpec {
+        ty("cpu16", &[("CPU", 16.0), ("memory", 64e9)], 0, 100)
+    }
+
+    fn gpu() -> NodeTypeSpec {
+        ty(
+            "gpu",
+            &[("CPU", 8.0), ("GPU", 2.0), ("memory", 64e9)],
+            0,
+            100,
+        )
+    }
+
+    /// The head: `cpus` in all, `free` of them available.
+    fn head(cpus: f64, free: f64) -> ObservedNode {
+        let mut total = cpu(cpus);
+        total.insert("node:__internal_head__".into(), 1.0);
+        ObservedNode {
+            node_id: "00head".into(),
+            instance_id: "1000".into(),
+            node_type: "head".into(),
+            total,
+            available: cpu(free),
+            status: NodeStatus::Running,
+            idle_ms: 0,
+        }
+    }
+
+    /// A worker node of job `job` (its instance id), idle for `idle_s` seconds (0: busy).
+    fn worker(id: &str, job: &str, ty: &str, cpus: f64, free: f64, idle_s: u64) -> ObservedNode {
+        ObservedNode {
+            node_id: id.into(),
+            instance_id: job.into(),
+            node_type: ty.into(),
+            total: cpu(cpus),
+            available: cpu(free),
+            status: if idle_s > 0 {
+                NodeStatus::Idle
+            } else {
+                NodeStatus::Running
+            },
+            idle_ms: idle_s * 1000,
+        }
+    }
+
+    fn job(id: &str, ty: &str, phase: JobPhase, submitted_ms: u64) -> WorkerJob {
+        WorkerJob {
+            job_id: id.into(),
+            node_type: ty.into(),
+            phase,
+            submitted_ms,
+        }
+    }
+
+    fn tasks(bundle: Resources, count: u64) -> Demand {
+        Demand::Tasks { bundle, count }
+    }
+
+    fn gang(bundles: Vec<Resources>, strategy: Strategy) -> Demand {
+        Demand::Gang {
+            bundles,
+            strategy,
+            details: format!("pg:{strategy:?}|PENDING"),
+        }
+    }
+
+    fn constraint(bundle: Resources, count: u64) -> Demand {
+        Demand::Constraint { bundle, count }
+    }
+
+    fn settings() -> Settings {
+        Settings {
+            max_workers: 100,
+            idle_timeout_ms: 60_000,
+            upscaling_speed: 1.0,
+            max_pending_jobs: 100,
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 60_000,
+            max_consecutive_failures: 3,
+        }
+    }
+
+    fn backing_off(error: &str) -> TypeHealth {
+        TypeHealth {
+            consecutive_failures: 1,
+            retry_after_ms: NOW + 5_000,
+            last_error: Some(error.into()),
+            gave_up: false,
+        }
+    }
+
+    /// One row of a table: an input, and the plan parts it must give.
+    struct Case {
+        name: &'static str,
+        nodes: Vec<ObservedNode>,
+        demands: Vec<Demand>,
+        jobs: Vec<WorkerJob>,
+        types: Vec<NodeTypeSpec>,
+        settings: Settings,
+        health: Vec<(&'static str, TypeHealth)>,
+        /// Exactly these submissions.
+        submit: Vec<(&'static str, u32)>,
+        /// Exactly these job ids cancelled, in this order.
+        cancel: Vec<&'static str>,
+        /// Exactly these node ids drained, in this order.
+        drain: Vec<&'static str>,
+        /// How many demands are infeasible.
+        infeasible: usize,
+        /// One entry per waiting demand, in order: a piece of its reason, and for tasks and
+        /// constraints the count held back.
+        waiting: Vec<(&'static str, Option<u64>)>,
+    }
+
+    impl Default for Case {
+        fn default() -> Case {
+            Case {
+                name: "",
+                nodes: vec![head(4.0, 0.0)],
+                demands: vec![],
+                jobs: vec![],
+                types: vec![cpu4()],
+                settings: settings(),
+                health: vec![],
+                submit: vec![],
+                cancel: vec![],
+                drain: vec![],
+                infeasible: 0,
+                waiting: vec![],
+            }
+        }
+    }
+
+    fn check(case: &Case) -> Result<Plan, String> {
+        let health: BTreeMap<String, TypeHealth> = case
+            .health
+            .iter()
+            .map(|(k, h)| (k.to_string(), h.clone()))
+            .collect();
+        let input = PlanInput {
+            nodes: &case.nodes,
+            demands: &case.demands,
+            jobs: &case.jobs,
+            types: &case.types,
+            settings: &case.settings,
+            health: &health,
+            now_ms: NOW,
+        };
+        let p = plan(&input);
+        let mut errs = Vec::new();
+        let submit: Vec<(&str, u32)> = p.submit.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+        if submit != case.submit {
+            errs.push(format!("submit {submit:?}, want {:?}", case.submit));
+        }
+        let cancel: Vec<&str> = p.cancel.iter().map(|c| c.0.as_str()).collect();
+        if cancel != case.cancel {
+            errs.push(format!("cancel {:?}, want {:?}", p.cancel, case.cancel));
+        }
+        let drain: Vec<&str> = p.drain.iter().map(|d| d.0.as_str()).collect();
+        if drain != case.drain {
+            errs.push(format!("drain {:?}, want {:?}", p.drain, case.drain));
+        }
+        if p.infeasible.len() != case.infeasible {
+            errs.push(format!(
+                "infeasible {:?}, want {}",
+                p.infeasible, case.infeasible
+            ));
+        }
+        let waiting_ok = p.waiting.len() == case.waiting.len()
+            && p.waiting
+                .iter()
+                .zip(&case.waiting)
+                .all(|((d, why), (want, n))| {
+                    why.contains(want)
+                        && match (d, n) {
+                            (
+                                Demand::Tasks { count, .. } | Demand::Constraint { count, .. },
+                                Some(n),
+                            ) => count == n,
+                            (_, None) => true,
+                            _ => false,
+                        }
+                });
+        if !waiting_ok {
+            errs.push(format!("waiting {:?}, want {:?}", p.waiting, case.waiting));
+        }
+        // Idempotent: the same input, the same plan.
+        if plan(&input) != p {
+            errs.push("a second plan differs".into());
+        }
+        // Carried out (submitted jobs queued, cancelled jobs ended, drained nodes draining),
+        // the plan asks for nothing more.
+        // (Not for the cases that submit billions.)
+        if p.submit.iter().map(|s| u64::from(s.1)).sum::<u64>() > 100_000 {
+            return if errs.is_empty() {
+                Ok(p)
+            } else {
+                Err(format!("{}:\n    {}", case.name, errs.join("\n    ")))
+            };
+        }
+        let mut jobs = case.jobs.clone();
+        for j in &mut jobs {
+            if p.cancel.iter().any(|c| c.0 == j.job_id) {
+                j.phase = JobPhase::Ended;
+            }
+        }
+        for (t, n) in &p.submit {
+            for k in 0..*n {
+                jobs.push(job(&format!("new-{t}-{k}"), t, JobPhase::Pending, NOW));
+            }
+        }
+        let mut nodes = case.nodes.clone();
+        for n in &mut nodes {
+            if p.drain.iter().any(|d| d.0 == n.node_id) {
+                n.status = NodeStatus::Draining;
+            }
+        }
+        let again = plan(&PlanInput {
+            nodes: &nodes,
+            jobs: &jobs,
+            ..input
+        });
+        if !again.submit.is_empty() {
+            errs.push(format!("after applying, submits {:?}", again.submit));
+        }
+        if errs.is_empty() {
+            Ok(p)
+        } else {
+            Err(format!("{}:\n    {}", case.name, errs.join("\n    ")))
+        }
+    }
+
+    fn run(cases: Vec<Case>) {
+        let failures: Vec<String> = cases.iter().filter_map(|c| check(c).err()).collect();
+        assert!(
+            failures.is_empty(),
+            "{} of {} cases failed:\n{}",
+            failures.len(),
+            cases.len(),
+            failures.join("\n")
+        );
+    }
+
+    #[test]
+    fn packing_onto_free_queued_and_new_capacity() {
+        run(vec![
+            Case {
+                name: "tasks fit the free CPUs of the head and an idle worker: nothing submitted",
+                nodes: vec![head(4.0, 3.0), worker("w1", "j1", "cpu4", 4.0, 4.0, 5)],
+                jobs: vec![job("j1", "cpu4", JobPhase::Joined, 0)],
+                demands: vec![tasks(cpu(1.0), 7)],
+                ..Case::default()
+            },
+            Case {
+                name: "fractional CPUs add up exactly (fixed point)",
+                nodes: vec![head(1.0, 0.3)],
+                demands: vec![tasks(cpu(0.1), 3)],
+                ..Case::default()
+            },
+            Case {
+                name: "tasks fit a queued job: nothing submitted, the job kept",
+                jobs: vec![job("q1", "cpu4", JobPhase::Pending, 1)],
+                demands: vec![tasks(cpu(1.0), 4)],
+                ..Case::default()
+            },
+            Case {
+                name: "tasks fit a started job that has not joined: nothing submitted",
+                jobs: vec![job("r1", "cpu4", JobPhase::Running, 1)],
+                demands: vec![tasks(cpu(2.0), 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "part on free capacity, the rest on one new node",
+                nodes: vec![head(4.0, 4.0)],
+                demands: vec![tasks(cpu(1.0), 6)],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "10 x 1 CPU: one 16-CPU node, not three 4-CPU nodes (fewest nodes)",
+                types: vec![cpu4(), cpu16()],
+                demands: vec![tasks(cpu(1.0), 10)],
+                submit: vec![("cpu16", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "3 x 1 CPU: one node either way, the 4-CPU one wastes least",
+                types: vec![cpu16(), cpu4()],
+                demands: vec![tasks(cpu(1.0), 3)],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "40 x 1 CPU: three 16-CPU nodes",
+                types: vec![cpu4(), cpu16()],
+                demands: vec![tasks(cpu(1.0), 40)],
+                submit: vec![("cpu16", 3)],
+                ..Case::default()
+            },
+            Case {
+                name: "GPU tasks go to the GPU type",
+                types: vec![cpu16(), gpu()],
+                demands: vec![tasks(res(&[("CPU", 1.0), ("GPU", 1.0)]), 3)],
+                submit: vec![("gpu", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "CPU tasks stay off GPU nodes although a GPU node holds more",
+                types: vec![cpu4(), ty("gpu32", &[("CPU", 32.0), ("GPU", 4.0)], 0, 10)],
+                demands: vec![tasks(cpu(1.0), 20)],
+                submit: vec![("cpu4", 5)],
+                ..Case::default()
+            },
+            Case {
+                name: "CPU tasks fill the spare CPUs of the GPU node launched for GPU tasks",
+                types: vec![cpu4(), gpu()],
+                demands: vec![
+                    tasks(cpu(1.0), 6),
+                    tasks(res(&[("CPU", 1.0), ("GPU", 1.0)]), 2),
+                ],
+                submit: vec![("gpu", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "only the GPU type fits a CPU task this big: it is used",
+                types: vec![cpu4(), gpu()],
+                demands: vec![tasks(cpu(6.0), 1)],
+                submit: vec![("gpu", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "memory decides the type",
+                types: vec![cpu4(), cpu16()],
+                demands: vec![tasks(res(&[("CPU", 1.0), ("memory", 32e9)]), 1)],
+                submit: vec![("cpu16", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "a custom resource only one type has",
+                types: vec![cpu16(), ty("nvme", &[("CPU", 4.0), ("nvme", 1.0)], 0, 10)],
+                demands: vec![tasks(res(&[("CPU", 1.0), ("nvme", 1.0)]), 2)],
+                submit: vec![("nvme", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "a started job's node already in the GCS is not counted twice",
+                nodes: vec![head(4.0, 0.0), worker("w1", "r1", "cpu4", 4.0, 4.0, 0)],
+                jobs: vec![job("r1", "cpu4", JobPhase::Running, 1)],
+                demands: vec![tasks(cpu(1.0), 8)],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "draining and dead nodes are no capacity",
+                nodes: vec![
+                    head(4.0, 0.0),
+                    ObservedNode {
+                        status: NodeStatus::Draining,
+                        ..worker("w1", "j1", "cpu4", 4.0, 4.0, 0)
+                    },
+                    ObservedNode {
+                        status: NodeStatus::Dead,
+                        ..worker("w2", "x9", "", 4.0, 4.0, 0)
+                    },
+                ],
+                jobs: vec![job("j1", "cpu4", JobPhase::Joined, 1)],
+                demands: vec![tasks(cpu(1.0), 4)],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "identical demands are merged",
+                demands: vec![tasks(cpu(1.0), 3), tasks(cpu(1.0), 3), tasks(cpu(2.0), 1)],
+                submit: vec![("cpu4", 2)],
+                ..Case::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn limits_per_type_global_and_upscaling() {
+        let burst = vec![tasks(cpu(1.0), 1000)];
+        let joined = |n: usize| -> (Vec<ObservedNode>, Vec<WorkerJob>) {
+            let mut nodes = vec![head(4.0, 0.0)];
+            let mut jobs = vec![];
+            for i in 0..n {
+                let id = format!("j{i}");
+                nodes.push(worker(&format!("w{i}"), &id, "cpu4", 4.0, 0.0, 0));
+                jobs.push(job(&id, "cpu4", JobPhase::Joined, i as u64));
+            }
+            (nodes, jobs)
+        };
+        let (nodes20, mut jobs20) = joined(20);
+        jobs20.extend((0..3).map(|i| job(&format!("q{i}"), "cpu4", JobPhase::Pending, 100)));
+        run(vec![
+            Case {
+                name: "min_workers: two nodes with no demand",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 2, 10)],
+                submit: vec![("cpu4", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "min_workers: one joined and one queued job are enough",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 2, 10)],
+                nodes: vec![head(4.0, 0.0), worker("w1", "j1", "cpu4", 4.0, 4.0, 500)],
+                jobs: vec![
+                    job("j1", "cpu4", JobPhase::Joined, 1),
+                    job("q1", "cpu4", JobPhase::Pending, 2),
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "min_workers nodes hold demand before more are launched",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 2, 10)],
+                demands: vec![tasks(cpu(1.0), 8)],
+                submit: vec![("cpu4", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "a type's max_workers: 3 nodes for 100 tasks, the rest waits",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 0, 3)],
+                demands: vec![tasks(cpu(1.0), 100)],
+                submit: vec![("cpu4", 3)],
+                waiting: vec![("cpu4 is at its max_workers (3)", Some(88))],
+                ..Case::default()
+            },
+            Case {
+                name: "a type's max_workers counts queued, started and joined jobs",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 0, 3)],
+                nodes: vec![head(4.0, 0.0), worker("w1", "j1", "cpu4", 4.0, 0.0, 0)],
+                jobs: vec![
+                    job("j1", "cpu4", JobPhase::Joined, 1),
+                    job("r1", "cpu4", JobPhase::Running, 2),
+                    job("e1", "cpu4", JobPhase::Ended, 0),
+                ],
+                demands: vec![tasks(cpu(4.0), 3)],
+                submit: vec![("cpu4", 1)],
+                waiting: vec![("max_workers", Some(1))],
+                ..Case::default()
+            },
+            Case {
+                name: "the type at its max: the next best type takes the rest",
+                types: vec![ty("cpu16", &[("CPU", 16.0)], 0, 1), cpu4()],
+                demands: vec![tasks(cpu(1.0), 24)],
+                submit: vec![("cpu16", 1), ("cpu4", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "the global max_workers across types",
+                types: vec![cpu4(), gpu()],
+                settings: Settings {
+                    max_workers: 4,
+                    ..settings()
+                },
+                jobs: vec![
+                    job("q1", "cpu4", JobPhase::Pending, 1),
+                    job("q2", "gpu", JobPhase::Pending, 1),
+                ],
+                demands: vec![
+                    tasks(cpu(4.0), 10),
+                    tasks(res(&[("GPU", 2.0), ("CPU", 1.0)]), 10),
+                ],
+                // GPU first: 2 new GPU nodes; their spare CPUs (and the queued GPU node's) take
+                // 3 of the 4-CPU tasks.
+                submit: vec![("gpu", 2)],
+                waiting: vec![
+                    ("the cluster is at max_workers (4)", Some(6)),
+                    ("the cluster is at max_workers (4)", Some(7)),
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "a burst of 1000 tasks, nothing joined yet: 5 jobs at once",
+                demands: burst.clone(),
+                submit: vec![("cpu4", 5)],
+                // 100 nodes (max_workers) would hold 400; 5 of them go now.
+                waiting: vec![
+                    ("cpu4 is at its max_workers (100)", Some(600)),
+                    (
+                        "upscaling limit: 0 worker jobs in flight, at most 5",
+                        Some(380),
+                    ),
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "a burst with 20 joined at upscaling_speed 0.5: 10 in flight, 3 already",
+                nodes: nodes20,
+                jobs: jobs20,
+                settings: Settings {
+                    upscaling_speed: 0.5,
+                    ..settings()
+                },
+                demands: burst.clone(),
+                submit: vec![("cpu4", 7)],
+                waiting: vec![
+                    ("max_workers", Some(1000 - 4 * 80)),
+                    ("at most 10 at once", Some(4 * 80 - 12 - 28)),
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "a burst under max_pending_jobs 2",
+                settings: Settings {
+                    max_pending_jobs: 2,
+                    ..settings()
+                },
+                demands: burst.clone(),
+                submit: vec![("cpu4", 2)],
+                waiting: vec![
+                    ("max_workers", Some(600)),
+                    ("max_pending_jobs 2", Some(392)),
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "a burst with the caps full: nothing more",
+                jobs: (0..5)
+                    .map(|i| job(&format!("q{i}"), "cpu4", JobPhase::Pending, i))
+                    .collect(),
+                demands: burst.clone(),
+                waiting: vec![
+                    ("max_workers", Some(600)),
+                    ("5 worker jobs in flight, at most 5", Some(380)),
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "a burst under max_workers 8 with 6 jobs: 2 more, never 9",
+                settings: Settings {
+                    max_workers: 8,
+                    upscaling_speed: 100.0,
+                    ..settings()
+                },
+                nodes: joined(6).0,
+                jobs: joined(6).1,
+                demands: burst.clone(),
+                submit: vec![("cpu4", 2)],
+                waiting: vec![("the cluster is at max_workers (8)", Some(992))],
+                ..Case::default()
+            },
+            Case {
+                name: "max_pending_jobs 0 submits nothing",
+                settings: Settings {
+                    max_pending_jobs: 0,
+                    ..settings()
+                },
+                demands: vec![tasks(cpu(1.0), 1)],
+                waiting: vec![("upscaling limit", Some(1))],
+                ..Case::default()
+            },
+            Case {
+                name: "min_workers go first under the upscaling cap",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 4, 100), cpu16()],
+                demands: vec![tasks(cpu(16.0), 3)],
+                submit: vec![("cpu4", 4), ("cpu16", 1)],
+                waiting: vec![("upscaling limit", Some(2))],
+                ..Case::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn scale_down() {
+        let min1 = ty("cpu4", &[("CPU", 4.0)], 1, 10);
+        let joined = |id: &str, at: u64| job(id, "cpu4", JobPhase::Joined, at);
+        run(vec![
+            Case {
+                name: "most idle first, down to min_workers; the head and allocation nodes stay",
+                types: vec![min1.clone()],
+                nodes: vec![
+                    ObservedNode {
+                        status: NodeStatus::Idle,
+                        idle_ms: 9_000_000,
+                        ..head(4.0, 4.0)
+                    },
+                    worker("a1", "7000", "", 4.0, 4.0, 8000),
+                    worker("w1", "j1", "cpu4", 4.0, 4.0, 100),
+                    worker("w2", "j2", "cpu4", 4.0, 4.0, 300),
+                    worker("w3", "j3", "cpu4", 4.0, 4.0, 200),
+                    worker("w4", "j4", "cpu4", 4.0, 4.0, 30),
+                ],
+                jobs: vec![
+                    joined("j1", 1),
+                    joined("j2", 2),
+                    joined("j3", 3),
+                    joined("j4", 4),
+                ],
+                drain: vec!["w2", "w3", "w1"],
+                ..Case::default()
+            },
+            Case {
+                name: "min_workers keeps the last idle nodes",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 2, 10)],
+                nodes: vec![
+                    head(4.0, 4.0),
+                    worker("w1", "j1", "cpu4", 4.0, 4.0, 100),
+                    worker("w2", "j2", "cpu4", 4.0, 4.0, 300),
+                    worker("w3", "j3", "cpu4", 4.0, 4.0, 200),
+                ],
+                jobs: vec![joined("j1", 1), joined("j2", 2), joined("j3", 3)],
+                drain: vec!["w2"],
+                ..Case::default()
+            },
+            Case {
+                name: "busy nodes and nodes idle for less than the timeout stay",
+                nodes: vec![
+                    head(4.0, 4.0),
+                    worker("w1", "j1", "cpu4", 4.0, 0.0, 0),
+                    worker("w2", "j2", "cpu4", 4.0, 4.0, 60),
+                ],
+                jobs: vec![joined("j1", 1), joined("j2", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "an idle node that pending demand fits is not drained",
+                nodes: vec![
+                    head(4.0, 0.0),
+                    worker("w1", "j1", "cpu4", 4.0, 4.0, 500),
+                    worker("w2", "j2", "cpu4", 4.0, 4.0, 400),
+                ],
+                jobs: vec![joined("j1", 1), joined("j2", 2)],
+                demands: vec![tasks(cpu(2.0), 1)],
+                drain: vec!["w1"],
+                ..Case::default()
+            },
+            Case {
+                name: "queued jobs are cancelled (newest first) before running nodes are drained",
+                types: vec![min1.clone()],
+                nodes: vec![head(4.0, 4.0), worker("w1", "j1", "cpu4", 4.0, 4.0, 500)],
+                jobs: vec![
+                    joined("j1", 1),
+                    job("q1", "cpu4", JobPhase::Pending, 10),
+                    job("q2", "cpu4", JobPhase::Pending, 20),
+                ],
+                cancel: vec!["q2", "q1"],
+                ..Case::default()
+            },
+            Case {
+                name: "the queued job demand needs is kept, the newer one cancelled",
+                jobs: vec![
+                    job("q1", "cpu4", JobPhase::Pending, 10),
+                    job("q2", "cpu4", JobPhase::Pending, 20),
+                ],
+                demands: vec![tasks(cpu(1.0), 4)],
+                cancel: vec!["q2"],
+                ..Case::default()
+            },
+            Case {
+                name: "a started job is left to join even when not needed",
+                jobs: vec![job("r1", "cpu4", JobPhase::Running, 10)],
+                ..Case::default()
+            },
+            Case {
+                name: "queued jobs of a type no longer configured are cancelled",
+                jobs: vec![
+                    job("q1", "old", JobPhase::Pending, 10),
+                    job("r1", "old", JobPhase::Running, 10),
+                ],
+                cancel: vec!["q1"],
+                ..Case::default()
+            },
+            Case {
+                name: "queued jobs over a lowered max_workers are cancelled newest first",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 0, 1)],
+                jobs: vec![
+                    job("q1", "cpu4", JobPhase::Pending, 10),
+                    job("q2", "cpu4", JobPhase::Pending, 20),
+                    job("q3", "cpu4", JobPhase::Pending, 30),
+                ],
+                demands: vec![tasks(cpu(4.0), 3)],
+                cancel: vec!["q3", "q2"],
+                ..Case::default()
+            },
+            Case {
+                name: "a job whose Ray node died is cancelled, and replaced for min_workers",
+                types: vec![min1.clone()],
+                nodes: vec![
+                    head(4.0, 4.0),
+                    ObservedNode {
+                        status: NodeStatus::Dead,
+                        ..worker("w1", "j1", "cpu4", 4.0, 4.0, 0)
+                    },
+                ],
+                jobs: vec![joined("j1", 1)],
+                cancel: vec!["j1"],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "a constraint keeps the idle node it needs",
+                nodes: vec![
+                    head(4.0, 4.0),
+                    worker("w1", "j1", "cpu4", 4.0, 4.0, 500),
+                    worker("w2", "j2", "cpu4", 4.0, 4.0, 400),
+                ],
+                jobs: vec![joined("j1", 1), joined("j2", 2)],
+                demands: vec![constraint(cpu(4.0), 2)],
+                drain: vec!["w1"],
+                ..Case::default()
+            },
+            Case {
+                name: "a constraint prefers busy nodes, so the most idle one can go",
+                nodes: vec![
+                    head(4.0, 0.0),
+                    worker("w1", "j1", "cpu4", 4.0, 4.0, 500),
+                    worker("w2", "j2", "cpu4", 4.0, 0.0, 0),
+                    worker("w3", "j3", "cpu4", 4.0, 4.0, 100),
+                ],
+                jobs: vec![joined("j1", 1), joined("j2", 2), joined("j3", 3)],
+                demands: vec![constraint(cpu(1.0), 12)],
+                drain: vec!["w1"],
+                ..Case::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn placement_groups() {
+        let one = || cpu(1.0);
+        run(vec![
+            Case {
+                name: "STRICT_SPREAD of 3 on a 1-node cluster: 2 new nodes",
+                nodes: vec![head(4.0, 4.0)],
+                demands: vec![gang(vec![one(), one(), one()], Strategy::StrictSpread)],
+                submit: vec![("cpu4", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "STRICT_SPREAD of 3 with one queued job: 1 more",
+                nodes: vec![head(4.0, 4.0)],
+                jobs: vec![job("q1", "cpu4", JobPhase::Pending, 1)],
+                demands: vec![gang(vec![one(), one(), one()], Strategy::StrictSpread)],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "two STRICT_SPREAD groups share the new nodes",
+                nodes: vec![head(4.0, 4.0)],
+                demands: vec![
+                    gang(vec![one(), one(), one()], Strategy::StrictSpread),
+                    gang(vec![one(), one(), one()], Strategy::StrictSpread),
+                ],
+                submit: vec![("cpu4", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "STRICT_SPREAD beyond max_workers: all or nothing, it waits",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 0, 1)],
+                nodes: vec![head(4.0, 4.0)],
+                demands: vec![gang(vec![one(), one(), one()], Strategy::StrictSpread)],
+                waiting: vec![("max_workers", None)],
+                ..Case::default()
+            },
+            Case {
+                name: "STRICT_PACK bigger than every type: infeasible, nothing submitted",
+                types: vec![cpu4(), cpu16()],
+                demands: vec![gang(vec![cpu(10.0), cpu(10.0)], Strategy::StrictPack)],
+                infeasible: 1,
+                ..Case::default()
+            },
+            Case {
+                name: "STRICT_PACK on one node of the type that holds the sum",
+                types: vec![cpu4(), cpu16()],
+                demands: vec![gang(vec![cpu(3.0), cpu(3.0)], Strategy::StrictPack)],
+                submit: vec![("cpu16", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "PACK launches one node for all its bundles when a type holds them",
+                types: vec![cpu4(), cpu16()],
+                demands: vec![gang(vec![cpu(2.0); 4], Strategy::Pack)],
+                submit: vec![("cpu16", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "PACK of bundles no type holds together: several nodes",
+                demands: vec![gang(vec![cpu(3.0); 3], Strategy::Pack)],
+                submit: vec![("cpu4", 3)],
+                ..Case::default()
+            },
+            Case {
+                name: "SPREAD does not launch nodes just to spread",
+                nodes: vec![head(4.0, 4.0)],
+                demands: vec![gang(vec![one(), one()], Strategy::Spread)],
+                ..Case::default()
+            },
+            Case {
+                name: "SPREAD uses distinct nodes where they exist",
+                nodes: vec![head(4.0, 1.0), worker("w1", "j1", "cpu4", 4.0, 1.0, 0)],
+                jobs: vec![job("j1", "cpu4", JobPhase::Joined, 1)],
+                demands: vec![gang(vec![one(), one(), one()], Strategy::Spread)],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "a group with a GPU bundle and CPU bundles",
+                types: vec![cpu4(), gpu()],
+                demands: vec![gang(
+                    vec![res(&[("GPU", 1.0)]), cpu(4.0)],
+                    Strategy::StrictSpread,
+                )],
+                submit: vec![("cpu4", 1), ("gpu", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "identical groups: the ones beyond max_workers wait",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 0, 2)],
+                demands: vec![gang(vec![cpu(4.0)], Strategy::Pack); 3],
+                submit: vec![("cpu4", 2)],
+                waiting: vec![("max_workers", None)],
+                ..Case::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn infeasible_constraints_and_backoff() {
+        run(vec![
+            Case {
+                name: "GPU demand, no GPU type: infeasible and nothing submitted",
+                types: vec![cpu4(), cpu16()],
+                demands: vec![tasks(res(&[("GPU", 1.0)]), 4)],
+                infeasible: 1,
+                ..Case::default()
+            },
+            Case {
+                name: "a bundle bigger than every type and node: infeasible, the rest goes on",
+                demands: vec![tasks(cpu(64.0), 1), tasks(cpu(1.0), 2)],
+                infeasible: 1,
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "a resource only an existing busy node has: waiting, not infeasible",
+                nodes: vec![
+                    head(4.0, 0.0),
+                    ObservedNode {
+                        total: res(&[("CPU", 8.0), ("GPU", 1.0)]),
+                        available: res(&[("CPU", 8.0)]),
+                        ..worker("a1", "7000", "", 8.0, 8.0, 0)
+                    },
+                ],
+                demands: vec![tasks(res(&[("GPU", 1.0)]), 1)],
+                waiting: vec![("waiting for existing nodes", Some(1))],
+                ..Case::default()
+            },
+            Case {
+                name: "a type with max_workers 0 never launches: infeasible",
+                types: vec![ty("gpu", &[("GPU", 1.0)], 0, 0)],
+                demands: vec![tasks(res(&[("GPU", 1.0)]), 1)],
+                infeasible: 1,
+                ..Case::default()
+            },
+            Case {
+                name: "a constraint scales up on total capacity (busy CPUs count)",
+                nodes: vec![head(4.0, 0.0)],
+                demands: vec![constraint(cpu(1.0), 16)],
+                submit: vec![("cpu4", 3)],
+                ..Case::default()
+            },
+            Case {
+                name: "a constraint met by joined and queued nodes: nothing",
+                nodes: vec![head(4.0, 0.0), worker("w1", "j1", "cpu4", 4.0, 0.0, 0)],
+                jobs: vec![
+                    job("j1", "cpu4", JobPhase::Joined, 1),
+                    job("q1", "cpu4", JobPhase::Pending, 2),
+                ],
+                demands: vec![constraint(cpu(2.0), 6)],
+                ..Case::default()
+            },
+            Case {
+                name: "constraint nodes also take tasks",
+                demands: vec![constraint(cpu(4.0), 2), tasks(cpu(1.0), 8)],
+                submit: vec![("cpu4", 2)],
+                ..Case::default()
+            },
+            Case {
+                name: "an infeasible constraint is reported",
+                demands: vec![constraint(res(&[("GPU", 1.0)]), 1)],
+                infeasible: 1,
+                ..Case::default()
+            },
+            Case {
+                name: "the GPU type backs off: GPU demand waits, CPU demand still launches",
+                types: vec![cpu4(), gpu()],
+                health: vec![("gpu", backing_off("invalid partition"))],
+                demands: vec![tasks(res(&[("GPU", 1.0)]), 1), tasks(cpu(1.0), 4)],
+                submit: vec![("cpu4", 1)],
+                waiting: vec![(
+                    "gpu is backing off for 5s after 1 refused submissions (last error: invalid partition)",
+                    Some(1),
+                )],
+                ..Case::default()
+            },
+            Case {
+                name: "the best type backs off: the next one takes the demand",
+                types: vec![cpu16(), cpu4()],
+                health: vec![("cpu16", backing_off("QOSMaxSubmitJobPerUserLimit"))],
+                demands: vec![tasks(cpu(1.0), 10)],
+                submit: vec![("cpu4", 3)],
+                ..Case::default()
+            },
+            Case {
+                name: "a backoff that is over does not block",
+                types: vec![cpu4()],
+                health: vec![(
+                    "cpu4",
+                    TypeHealth {
+                        retry_after_ms: NOW,
+                        ..backing_off("x")
+                    },
+                )],
+                demands: vec![tasks(cpu(1.0), 1)],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "a type given up is skipped, min_workers too",
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 1, 10)],
+                health: vec![(
+                    "cpu4",
+                    TypeHealth {
+                        consecutive_failures: 3,
+                        gave_up: true,
+                        ..backing_off("bad account")
+                    },
+                )],
+                demands: vec![tasks(cpu(1.0), 1)],
+                waiting: vec![(
+                    "gave up after 3 refused submissions (last error: bad account)",
+                    Some(1),
+                )],
+                ..Case::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn garbage_in_no_panic() {
+        let nan = f64::NAN;
+        run(vec![
+            Case {
+                name: "nothing at all",
+                nodes: vec![],
+                types: vec![],
+                ..Case::default()
+            },
+            Case {
+                name: "demand with no types and no nodes is infeasible",
+                nodes: vec![],
+                types: vec![],
+                demands: vec![
+                    tasks(cpu(1.0), 1),
+                    gang(vec![cpu(1.0)], Strategy::StrictSpread),
+                    constraint(cpu(1.0), 1),
+                ],
+                infeasible: 3,
+                ..Case::default()
+            },
+            Case {
+                name: "NaN, negative, zero and empty amounts ask for nothing",
+                demands: vec![
+                    tasks(res(&[("CPU", nan)]), 5),
+                    tasks(res(&[("CPU", -1.0)]), 5),
+                    tasks(res(&[("CPU", 0.0), ("implicit_resource:x", 1.0)]), 5),
+                    tasks(Resources::new(), 5),
+                    tasks(cpu(1.0), 0),
+                    gang(vec![], Strategy::Pack),
+                    constraint(cpu(1.0), 0),
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "an infinite bundle is infeasible",
+                demands: vec![tasks(cpu(f64::INFINITY), 1)],
+                infeasible: 1,
+                ..Case::default()
+            },
+            Case {
+                name: "types with NaN, zero or no resources",
+                types: vec![
+                    ty("nan", &[("CPU", nan)], 0, 10),
+                    ty("zero", &[("CPU", 0.0)], 0, 10),
+                    ty("empty", &[], 0, 10),
+                    cpu4(),
+                ],
+                demands: vec![tasks(cpu(1.0), 1)],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "nodes with NaN and infinite resources",
+                nodes: vec![
+                    ObservedNode {
+                        total: res(&[("CPU", f64::INFINITY)]),
+                        available: res(&[("CPU", nan)]),
+                        ..head(1.0, 1.0)
+                    },
+                    worker("w1", "j1", "cpu4", f64::INFINITY, f64::INFINITY, 0),
+                ],
+                jobs: vec![job("j1", "cpu4", JobPhase::Joined, 1)],
+                demands: vec![tasks(cpu(1.0), u64::MAX), constraint(cpu(1.0), u64::MAX)],
+                submit: vec![("cpu4", 5)],
+                waiting: vec![
+                    ("max_workers", None),
+                    ("upscaling limit", Some(376)),
+                    ("max_workers", None),
+                    ("upscaling limit", Some(376)),
+                ],
+                ..Case::default()
+            },
+            Case {
+                name: "huge counts, huge limits",
+                settings: Settings {
+                    max_workers: u32::MAX,
+                    upscaling_speed: f64::INFINITY,
+                    max_pending_jobs: u32::MAX,
+                    ..settings()
+                },
+                types: vec![ty("cpu4", &[("CPU", 4.0)], 0, u32::MAX)],
+                demands: vec![tasks(cpu(1.0), u64::MAX)],
+                submit: vec![("cpu4", u32::MAX)],
+                waiting: vec![("max_workers", None)],
+                ..Case::default()
+            },
+            Case {
+                name: "NaN upscaling_speed means the floor of 5",
+                settings: Settings {
+                    upscaling_speed: nan,
+                    ..settings()
+                },
+                demands: vec![tasks(cpu(4.0), 9)],
+                submit: vec![("cpu4", 5)],
+                waiting: vec![("upscaling limit", Some(4))],
+                ..Case::default()
+            },
+            Case {
+                name: "empty bundles in a STRICT_SPREAD group still need distinct nodes",
+                nodes: vec![head(4.0, 4.0)],
+                demands: vec![gang(
+                    vec![Resources::new(), cpu(1.0)],
+                    Strategy::StrictSpread,
+                )],
+                submit: vec![("cpu4", 1)],
+                ..Case::default()
+            },
+            Case {
+                name: "duplicate job ids and node ids",
+                nodes: vec![
+                    head(4.0, 4.0),
+                    worker("w1", "j1", "cpu4", 4.0, 4.0, 500),
+                    worker("w1", "j1", "cpu4", 4.0, 4.0, 500),
+                ],
+                jobs: vec![
+                    job("j1", "cpu4", JobPhase::Joined, 1),
+                    job("j1", "cpu4", JobPhase::Joined, 1),
+                ],
+                drain: vec!["w1"],
+                ..Case::default()
+            },
+        ]);
+    }
+
+    #[test]
+    fn type_health_backoff() {
+        let s = Settings {
+            backoff_initial_ms: 1_000,
+            backoff_max_ms: 5_000,
+            max_consecutive_failures: 4,
+            ..settings()
+        };
+        // (failures so far, retry after, gave up)
+        let table = [
+            (1, NOW + 1_000, false),
+            (2, NOW + 2_000, false),
+            (3, NOW + 4_000, false),
+            (4, NOW + 5_000, true),
+            (5, NOW + 5_000, true),
+        ];
+        let mut h = TypeHealth::default();
+        assert!(!h.blocked(NOW));
+        for (n, retry, gave_up) in table {
+            h.failed(NOW, format!("refusal {n}"), &s);
+            assert_eq!(
+                (h.consecutive_failures, h.retry_after_ms, h.gave_up),
+                (n, retry, gave_up),
+                "after {n} failures"
+            );
+            assert_eq!(
+                h.last_error.as_deref(),
+                Some(format!("refusal {n}").as_str())
+            );
+            assert!(h.blocked(NOW));
+            assert_eq!(
+                h.blocked(retry),
+                gave_up,
+                "after {n} failures, at retry time"
+            );
+        }
+        h.succeeded();
+        assert_eq!(h, TypeHealth::default());
+        // 0 never gives up; the doubling saturates.
+        let never = Settings {
+            max_consecutive_failures: 0,
+            backoff_max_ms: u64::MAX,
+            ..s
+        };
+        for _ in 0..200 {
+            h.failed(u64::MAX - 1, "x".into(), &never);
+        }
+        assert!(!h.gave_up && h.retry_after_ms == u64::MAX && h.blocked(u64::MAX - 1));
+    }
+
+    /// 2,000 nodes and 50,000 pending requests (tasks of a few shapes, placement groups,
+    /// a constraint): the caps hold, and it is quick.
+    #[test]
+    fn large_cluster() {
+        let types: Vec<NodeTypeSpec> = [cpu4(), cpu16(), gpu()]
+            .into_iter()
+            .map(|t| NodeTypeSpec {
+                max_workers: 3000,
+                ..t
+            })
+            .collect();
+        let mut nodes = vec![head(4.0, 0.0)];
+        let mut jobs = Vec::new();
+        for i in 0..2000u64 {
+            let id = format!("j{i}");
+            let ty = ["cpu4", "cpu16", "gpu"][i as usize % 3];
+            let (c, free, idle) = match i % 4 {
+                0 => (16.0, 0.0, 0),
+                1 => (16.0, 0.5, 0),
+                2 => (4.0, 0.0, 0),
+                _ => (8.0, 0.0, 0),
+            };
+            let mut w = worker(&format!("w{i:05}"), &id, ty, c, free, idle);
+            w.total
+                .insert(format!("node:10.0.{}.{}", i / 250, i % 250), 1.0);
+            nodes.push(w);
+            jobs.push(job(&id, ty, JobPhase::Joined, i));
+        }
+        let mut demands = Vec::new();
+        for i in 0..40_000u64 {
+            demands.push(tasks(cpu(1.0 + (i % 4) as f64), 1));
+        }
+        for i in 0..9_000u64 {
+            demands.push(tasks(
+                res(&[("CPU", 1.0), ("GPU", 1.0 + (i % 2) as f64)]),
+                1,
+            ));
+        }
+        for i in 0..999u64 {
+            demands.push(gang(
+                vec![cpu(1.0 + (i % 3) as f64); 4],
+                Strategy::StrictSpread,
+            ));
+        }
+        demands.push(constraint(cpu(1.0), 40_000));
+        let s = Settings {
+            max_workers: 3000,
+            upscaling_speed: 1.0,
+            max_pending_jobs: 10_000,
+            ..settings()
+        };
+        let health = BTreeMap::new();
+        let input = PlanInput {
+            nodes: &nodes,
+            demands: &demands,
+            jobs: &jobs,
+            types: &types,
+            settings: &s,
+            health: &health,
+            now_ms: NOW,
+        };
+        let t = std::time::Instant::now();
+        let p = plan(&input);
+        let took = t.elapsed();
+        let submitted: u32 = p.submit.iter().map(|x| x.1).sum();
+        assert_eq!(submitted, 1000, "{:?}", p.submit);
+        assert!(!p.waiting.is_empty());
+        assert!(took.as_secs_f64() < 5.0, "took {took:?}");
+        eprintln!(
+            "2,000 nodes, 50,000 requests: {took:?}, submit {:?}",
+            p.submit
+        );
+    }
+
+    /// The worst case for merging: 50,000 requests of distinct shapes, and 5,000 distinct
+    /// placement groups that find no room (each rolled back), on 2,000 nodes.
+    #[test]
+    fn large_cluster_distinct_shapes() {
+        let types: Vec<NodeTypeSpec> = (1..=3)
+            .map(|k| {
+                ty(
+                    &format!("t{k}"),
+                    &[("CPU", 4.0 * k as f64), ("memory", 64e9)],
+                    0,
+                    3000,
+                )
+            })
+            .collect();
+        let mut nodes = vec![head(4.0, 0.0)];
+        let mut jobs = Vec::new();
+        for i in 0..2000u64 {
+            let id = format!("j{i}");
+            let mut w = worker(
+                &format!("w{i:05}"),
+                &id,
+                "t1",
+                16.0,
+                (i % 3) as f64 * 0.5,
+                0,
+            );
+            w.total.insert("memory".into(), 64e9);
+            w.available.insert("memory".into(), 1e9);
+            nodes.push(w);
+            jobs.push(job(&id, "t1", JobPhase::Joined, i));
+        }
+        let mem = |i: u64| res(&[("CPU", 1.0), ("memory", 1e6 * (i + 1) as f64)]);
+        let mut demands: Vec<Demand> = (0..50_000).map(|i| tasks(mem(i), 1)).collect();
+        demands.extend((0..5_000).map(|i| {
+            gang(
+                // Two bundles placed, then the third finds no room: rolled back.
+                vec![mem(i), mem(i + 1), res(&[("acc", 1.0)])],
+                Strategy::StrictSpread,
+            )
+        }));
+        demands.push(tasks(res(&[("acc", 1.0)]), 1));
+        let s = Settings {
+            max_workers: 5000,
+            max_pending_jobs: 10_000,
+            ..settings()
+        };
+        let nodes_gpu = {
+            let mut n = nodes.clone();
+            let mut g = worker("gpu0", "7000", "", 1.0, 0.0, 0);
+            g.total.insert("acc".into(), 8.0);
+            n.push(g);
+            n
+        };
+        let health = BTreeMap::new();
+        let t = std::time::Instant::now();
+        let p = plan(&PlanInput {
+            nodes: &nodes_gpu,
+            demands: &demands,
+            jobs: &jobs,
+            types: &types,
+            settings: &s,
+            health: &health,
+            now_ms: NOW,
+        });
+        let took = t.elapsed();
+        let submitted: u32 = p.submit.iter().map(|x| x.1).sum();
+        // 2,000 joined: at most 2,000 in flight; 3,000 left under max_workers.
+        assert_eq!(submitted, 2000, "{:?}", p.submit);
+        assert!(p.infeasible.is_empty());
+        // Every placement group waits for the busy `acc` node; most tasks wait for limits.
+        assert!(p.waiting.len() > 45_000, "{}", p.waiting.len());
+        assert!(took.as_secs_f64() < 5.0, "took {took:?}");
+        eprintln!(
+            "2,000 nodes, 55,000 distinct requests: {took:?}, submit {:?}",
+            p.submit
+        );
+    }
+}
