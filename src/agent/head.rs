@@ -14,6 +14,7 @@ use super::control::{self, ControlService, PlanBase, WorkerEvent};
 use super::node::{self, RunningNode, StartOptions};
 use super::signals::Signals;
 use super::supervisor::{Supervised, tail_file};
+use crate::autoscaler::reconciler::{JoinCommand, Reconciler};
 use crate::config::{AuthMode, Config};
 use crate::discovery::{self, DiscoveryOptions, NodeResources};
 use crate::metrics::Metrics;
@@ -23,6 +24,7 @@ use crate::ray::gcs::GcsClient;
 use crate::ray::launch::{RayNodeSpec, Role, auth_env};
 use crate::ray::ports::{PortPicker, bind_listener};
 use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState, NodeRecord};
+use crate::scheduler;
 use crate::scheduler::{Allocation, Scheduler};
 
 pub struct HeadOptions {
@@ -267,6 +269,7 @@ async fn bring_up_and_drive(
         auth_token_path: b.token_path.clone(),
         cuda_visible_devices: cuda_visible(&b.resources),
         extra_env: cfg.ray.env.clone(),
+        no_monitor: cfg.autoscaler.enabled,
     };
     let start_opts = StartOptions {
         port_range,
@@ -538,7 +541,70 @@ async fn bring_up_and_drive(
             ))
         })?)
     };
-    let mut watch = tokio::time::interval(Duration::from_secs(5));
+    // The autoscaler, when on, runs every GCS poll; the plain watch every 5 s.
+    let mut autoscaler = cfg.autoscaler.enabled.then(|| {
+        let env: Vec<(String, String)> = ["RAY_HPC_HOME", "VIRTUAL_ENV"]
+            .iter()
+            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+            .collect();
+        Reconciler::new(
+            scheduler::by_name(b.scheduler.name(), scheduler::process_env())
+                .expect("the head's own scheduler has an adapter"),
+            JoinCommand {
+                exe: b.self_exe.clone(),
+                config_path: b.config_path.clone(),
+                cluster: head.record.name.clone(),
+                output_dir: head.dir.path.clone(),
+                env,
+                extra_directives: cfg.slurm.extra_directives.clone(),
+            },
+            &cfg.autoscaler,
+            &cfg.node_types,
+        )
+    });
+    if autoscaler.is_some() {
+        let types: Vec<&str> = cfg.node_types.iter().map(|t| t.name.as_str()).collect();
+        metrics.declare_node_types(&types);
+        tracing::info!("autoscaler on: node types {}", types.join(", "));
+    }
+    let period = if autoscaler.is_some() {
+        Duration::from_secs_f64(cfg.autoscaler.poll_interval_s)
+    } else {
+        Duration::from_secs(5)
+    };
+    let mut watch = tokio::time::interval(period);
+    let result = drive(
+        head,
+        signals,
+        &mut driver,
+        running,
+        &gcs,
+        &metrics,
+        &mut watch,
+        &mut autoscaler,
+        &mut events,
+    )
+    .await;
+    if let Some(a) = autoscaler.as_mut() {
+        // No orphans: every job this head submitted goes with it.
+        a.cancel_all();
+    }
+    result
+}
+
+/// Waits for the driver (or a signal) while keeping the record, metrics and autoscaler going.
+#[allow(clippy::too_many_arguments)]
+async fn drive(
+    head: &mut Head,
+    signals: &mut Signals,
+    driver: &mut Option<tokio::process::Child>,
+    running: &mut Running,
+    gcs: &GcsClient,
+    metrics: &Metrics,
+    watch: &mut tokio::time::Interval,
+    autoscaler: &mut Option<Reconciler>,
+    events: &mut mpsc::UnboundedReceiver<WorkerEvent>,
+) -> Result<i32, Stop> {
     loop {
         let head_exit = async {
             match running.head_node.as_mut() {
@@ -567,7 +633,10 @@ async fn bring_up_and_drive(
             }
             _ = watch.tick() => {
                 if let Ok(state) = gcs.cluster_resource_state().await {
-                    observe(head, &metrics, &state);
+                    observe(head, metrics, &state);
+                    if let Some(a) = autoscaler.as_mut() {
+                        a.reconcile(gcs, &state, metrics).await;
+                    }
                 }
             }
             ev = events.recv() => match ev {

@@ -146,6 +146,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         auth_token_path: token.as_ref().map(|_| token_file.clone()),
         cuda_visible_devices: cuda.clone(),
         extra_env: plan.env.clone().into_iter().collect(),
+        no_monitor: false,
     };
     let start_opts = StartOptions {
         port_range: (cfg.ray.port_range.lo, cfg.ray.port_range.hi),

@@ -37,6 +37,8 @@ pub struct RayNodeSpec {
     /// CUDA_VISIBLE_DEVICES for the raylet and its workers, when GPUs were matched.
     pub cuda_visible_devices: Option<String>,
     pub extra_env: BTreeMap<String, String>,
+    /// Head only: ray-hpc is the autoscaler, so Ray's own monitor must not report too.
+    pub no_monitor: bool,
 }
 
 /// Environment that makes a Ray process or client use this cluster's auth and nothing else.
@@ -61,6 +63,9 @@ impl RayNodeSpec {
                 args.push(format!("--dashboard-port={}", p.dashboard));
                 args.push(format!("--dashboard-host={}", self.node_ip));
                 args.push(format!("--ray-client-server-port={}", p.client_server));
+                if self.no_monitor {
+                    args.push("--no-monitor".into());
+                }
             }
             Role::Worker { gcs_address } => args.push(format!("--address={gcs_address}")),
         }
@@ -147,6 +152,7 @@ mod tests {
             auth_token_path: Some("/tmp/rh-abc-1/token".into()),
             cuda_visible_devices: None,
             extra_env: BTreeMap::new(),
+            no_monitor: false,
         }
     }
 

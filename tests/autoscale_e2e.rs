@@ -1,0 +1,329 @@
+//! The autoscaler against the real Slurm test bed and the real Ray: demand becomes worker jobs
+//! (shown by Ray's own `ray status` while queued), idle workers go back, infeasible demand is
+//! reported and never submitted, refused submissions back off, and no worker job outlives its
+//! head. tests/run sets RAY_HPC_E2E=1.
+
+mod common;
+
+use std::process::{Child, Command, Output};
+use std::time::Duration;
+
+use common::*;
+
+fn slurm_up() -> bool {
+    let up = Command::new("sinfo")
+        .arg("-h")
+        .output()
+        .is_ok_and(|o| o.status.success());
+    assert!(up || !e2e_required(), "RAY_HPC_E2E=1 but no Slurm test bed");
+    if !up {
+        eprintln!("SKIPPED: no Slurm test bed");
+    }
+    up
+}
+
+/// The cluster's jobs (head and workers) in the queue: (id, state).
+fn cluster_jobs(name: &str) -> Vec<(String, String)> {
+    let out = Command::new("squeue")
+        .args(["-h", "-o", "%i %T", "-n", &format!("rh-{name}")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_once(' '))
+        .map(|(a, b)| (a.to_string(), b.to_string()))
+        .collect()
+}
+
+struct Cluster<'a> {
+    home: &'a TestHome,
+    name: String,
+    env: Vec<(String, String)>,
+}
+
+impl<'a> Cluster<'a> {
+    fn up(home: &'a TestHome, name: &str, config: &str) -> Self {
+        let cfg = home.write(&format!("{name}.toml"), config);
+        let out = home
+            .command(&[
+                "--config",
+                cfg.to_str().unwrap(),
+                "up",
+                "--name",
+                name,
+                "--nodes",
+                "1",
+                "--cpus-per-node",
+                "1",
+                "--time",
+                "10",
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let env = String::from_utf8_lossy(&out.stdout)
+            .lines()
+            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Cluster {
+            home,
+            name: name.to_string(),
+            env,
+        }
+    }
+
+    fn ray(&self, args: &[&str]) -> Output {
+        Command::new(venv_bin().join("ray"))
+            .args(args)
+            .envs(self.env.iter().cloned())
+            .env("PATH", test_path())
+            .current_dir(self.home.path())
+            .output()
+            .unwrap()
+    }
+
+    /// Runs a driver; its output goes to driver.log in the test's home.
+    fn driver(&self, code: &str) -> Child {
+        let log = std::fs::File::create(self.home.path().join("driver.log")).unwrap();
+        Command::new(venv_bin().join("python"))
+            .args(["-u", "-c", code])
+            .envs(self.env.iter().cloned())
+            .env("PATH", test_path())
+            .env("RAY_HPC_HOME", self.home.path())
+            .current_dir(self.home.path())
+            .stdout(log.try_clone().unwrap())
+            .stderr(log)
+            .spawn()
+            .unwrap()
+    }
+
+    fn driver_log(&self) -> String {
+        std::fs::read_to_string(self.home.path().join("driver.log")).unwrap_or_default()
+    }
+
+    /// The head's job output and the driver's, for failure messages.
+    fn head_log(&self) -> String {
+        let head = std::fs::read_to_string(
+            self.home
+                .path()
+                .join(format!("clusters/{}/job.out", self.name)),
+        )
+        .unwrap_or_default();
+        format!(
+            "--- head ---\n{head}\n--- driver ---\n{}",
+            self.driver_log()
+        )
+    }
+
+    fn down(&self) {
+        let out = self.home.command(&["down", &self.name]).output().unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+    }
+}
+
+/// Fills nodes n2..n4 so worker jobs must queue.
+struct Blocker(String);
+
+impl Blocker {
+    fn fill() -> Self {
+        let out = Command::new("sbatch")
+            .args([
+                "--parsable",
+                "-N",
+                "3",
+                "-c",
+                "2",
+                "-w",
+                "n[2-4]",
+                "--time=10",
+            ])
+            .args(["-J", "blocker", "-o", "/dev/null", "--wrap", "sleep 600"])
+            .env_remove("RAY_HPC_HOME")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        Blocker(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    }
+
+    fn release(&self) {
+        let _ = Command::new("scancel").arg(&self.0).status();
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
+
+const CPU_TYPE: &str = "[autoscaler]\nenabled = true\nmax_workers = 2\nidle_timeout_s = 10\n\n[[node_types]]\nname = \"cpu\"\ncpus = 2\ntime = \"10\"\n";
+
+#[test]
+fn demand_becomes_worker_jobs_that_ray_status_shows_and_idle_workers_go_back() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    let c = Cluster::up(&home, "as1", CPU_TYPE);
+    let blocker = Blocker::fill();
+    // 8 one-CPU tasks on a 1-CPU cluster: more than one worker of 2 CPUs can take.
+    let mut driver = c.driver(
+        "import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef f():\n    time.sleep(2)\n    return ray.get_runtime_context().get_node_id()\nr = ray.get([f.remote() for _ in range(8)])\nprint('DONE on', len(set(r)), 'nodes', flush=True)\n",
+    );
+    // While the worker jobs are queued, Ray's own `ray status` lists them as pending, with the
+    // job id and Slurm's reason.
+    let pending = wait_for(
+        "ray status to show the queued worker jobs",
+        Duration::from_secs(90),
+        || {
+            // (`ray status` prints the details in lower case.)
+            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).to_lowercase();
+            (st.contains("slurm job") && st.contains("queued (resources)")).then_some(st)
+        },
+        || {
+            format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&c.ray(&["status"]).stdout),
+                c.head_log()
+            )
+        },
+    );
+    let workers: Vec<_> = cluster_jobs("as1").into_iter().skip(1).collect();
+    assert!(
+        !workers.is_empty() && workers.len() <= 2,
+        "max_workers = 2 holds: {workers:?}\n{pending}"
+    );
+    blocker.release();
+    let status = wait_for(
+        "the driver to finish",
+        Duration::from_secs(180),
+        || driver.try_wait().unwrap(),
+        || c.head_log(),
+    );
+    let out = c.driver_log();
+    assert!(
+        status.success() && out.contains("DONE on"),
+        "{out}\n{}",
+        c.head_log()
+    );
+    let nodes_used: u32 = out
+        .lines()
+        .find_map(|l| l.strip_prefix("DONE on "))
+        .and_then(|l| l.split_whitespace().next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(0);
+    assert!(nodes_used >= 2, "the tasks used the new nodes: {out}");
+    assert!(cluster_jobs("as1").len() <= 3, "never more than 2 workers");
+    // Idle for idle_timeout_s: drained, and their jobs given back.
+    wait_for(
+        "the idle workers' jobs to be gone",
+        Duration::from_secs(90),
+        || (cluster_jobs("as1").len() == 1).then_some(()),
+        || format!("{:?}\n{}", cluster_jobs("as1"), c.head_log()),
+    );
+    let log = c.head_log();
+    assert!(log.contains("autoscaler: drained node"), "{log}");
+    c.down();
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
+
+#[test]
+fn infeasible_demand_is_reported_and_refused_submissions_back_off() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    // A type the scheduler refuses (no such partition), and no type with a GPU.
+    let c = Cluster::up(
+        &home,
+        "as2",
+        "[autoscaler]\nenabled = true\nmax_workers = 2\nbackoff_initial_s = 30\n\n[[node_types]]\nname = \"cpu\"\ncpus = 2\npartition = \"nosuchpartition\"\n",
+    );
+    let mut driver = c.driver(
+        "import ray, time\nray.init()\n@ray.remote\ndef f():\n    return 1\ng = f.options(num_gpus=1).remote()\nh = f.options(num_cpus=2).remote()\nprint('SUBMITTED', flush=True)\ntime.sleep(600)\n",
+    );
+    // Ray's own `ray status` lists the refused submission under its failures, and the GPU
+    // demand; Slurm's words are in the head's log.
+    let st = wait_for(
+        "ray status to show the refused submission and the GPU demand",
+        Duration::from_secs(90),
+        || {
+            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).into_owned();
+            (st.contains("cpu: LaunchFailed") && st.contains("'GPU': 1.0")).then_some(st)
+        },
+        || {
+            format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&c.ray(&["status"]).stdout),
+                c.head_log()
+            )
+        },
+    );
+    let log = c.head_log();
+    assert!(log.contains("Invalid partition name specified"), "{log}");
+    // Nothing was submitted, for either demand; the refusal backs off (30 s) instead of
+    // retrying every poll (1 s).
+    assert_eq!(
+        cluster_jobs("as2").len(),
+        1,
+        "only the head: {:?}\n{st}",
+        cluster_jobs("as2")
+    );
+    assert!(
+        log.matches("job refused").count() <= 3,
+        "no back-off: {log}"
+    );
+    let status = home.command(&["status", "as2", "--json"]).output().unwrap();
+    let status: serde_json::Value = serde_json::from_slice(&status.stdout).unwrap();
+    assert_eq!(status["cluster"]["state"], "READY", "{status}");
+    let demand = status["cluster"]["pending_demand"].to_string();
+    assert!(demand.contains("GPU"), "{status}");
+    let _ = driver.kill();
+    let _ = driver.wait();
+    c.down();
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
+
+#[test]
+fn no_worker_job_outlives_its_heads_job() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    // min_workers = 1: a worker job is kept without any demand.
+    let c = Cluster::up(
+        &home,
+        "as3",
+        "[autoscaler]\nenabled = true\nmax_workers = 1\n\n[[node_types]]\nname = \"cpu\"\ncpus = 1\nmin_workers = 1\n",
+    );
+    wait_for(
+        "the min_workers node to join",
+        Duration::from_secs(90),
+        || {
+            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).into_owned();
+            st.contains(" 1 cpu").then_some(())
+        },
+        || format!("{:?}\n{}", cluster_jobs("as3"), c.head_log()),
+    );
+    let jobs = cluster_jobs("as3");
+    assert_eq!(jobs.len(), 2, "{jobs:?}");
+    let head_job = home.cluster_record()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    assert!(
+        Command::new("scancel")
+            .arg(&head_job)
+            .status()
+            .unwrap()
+            .success()
+    );
+    wait_for(
+        "every job of the cluster to be gone",
+        Duration::from_secs(30),
+        || cluster_jobs("as3").is_empty().then_some(()),
+        || format!("{:?}\n{}", cluster_jobs("as3"), c.head_log()),
+    );
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
