@@ -327,3 +327,94 @@ fn no_worker_job_outlives_its_heads_job() {
     );
     home.assert_no_leftovers(Duration::from_secs(30));
 }
+
+#[test]
+fn a_strict_spread_group_of_three_gets_two_more_nodes_and_is_created() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    let c = Cluster::up(
+        &home,
+        "as4",
+        "[autoscaler]\nenabled = true\nmax_workers = 3\nidle_timeout_s = 600\n\n[[node_types]]\nname = \"cpu\"\ncpus = 1\n",
+    );
+    let mut driver = c.driver(
+        "import ray\nfrom ray.util.placement_group import placement_group\nray.init()\npg = placement_group([{'CPU': 1}] * 3, strategy='STRICT_SPREAD')\nready = pg.wait(timeout_seconds=150)\nprint('PG READY', ready, flush=True)\nprint('NODES', len(set(ray.util.placement_group_table(pg)['bundles_to_node_id'].values())), flush=True)\n",
+    );
+    let status = wait_for(
+        "the placement group's driver to finish",
+        Duration::from_secs(180),
+        || driver.try_wait().unwrap(),
+        || c.head_log(),
+    );
+    let out = c.driver_log();
+    assert!(
+        status.success() && out.contains("PG READY True"),
+        "{}",
+        c.head_log()
+    );
+    assert!(
+        out.contains("NODES 3"),
+        "three distinct nodes: {}",
+        c.head_log()
+    );
+    let workers = cluster_jobs("as4").len() - 1;
+    assert_eq!(
+        workers,
+        2,
+        "exactly two more nodes: {:?}",
+        cluster_jobs("as4")
+    );
+    c.down();
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
+
+#[test]
+fn request_resources_scales_up_and_holds_the_nodes() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    let c = Cluster::up(
+        &home,
+        "as5",
+        "[autoscaler]\nenabled = true\nmax_workers = 2\nidle_timeout_s = 5\n\n[[node_types]]\nname = \"cpu\"\ncpus = 1\n",
+    );
+    // 3 CPUs in all: the head's 1 and two 1-CPU workers, held although nothing runs on them.
+    let mut driver = c.driver(
+        "import ray, time\nfrom ray.autoscaler.sdk import request_resources\nray.init()\nrequest_resources(num_cpus=3)\nprint('REQUESTED', flush=True)\ntime.sleep(600)\n",
+    );
+    wait_for(
+        "two workers to join for the request",
+        Duration::from_secs(120),
+        || {
+            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).into_owned();
+            st.contains(" 2 cpu").then_some(())
+        },
+        || {
+            format!(
+                "{}\n{}",
+                String::from_utf8_lossy(&c.ray(&["status"]).stdout),
+                c.head_log()
+            )
+        },
+    );
+    // Idle far past idle_timeout_s (5 s), and still there while the request holds: several
+    // scheduler polls and idle checks go by while we watch the queue.
+    let watch_until = std::time::Instant::now() + Duration::from_secs(20);
+    while std::time::Instant::now() < watch_until {
+        assert_eq!(
+            cluster_jobs("as5").len(),
+            3,
+            "a requested node was taken away:\n{}",
+            c.head_log()
+        );
+        std::thread::sleep(Duration::from_secs(1));
+    }
+    assert!(!c.head_log().contains("drained node"), "{}", c.head_log());
+    let _ = driver.kill();
+    let _ = driver.wait();
+    c.down();
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
