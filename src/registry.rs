@@ -122,6 +122,12 @@ pub struct ClusterRecord {
     /// The batch script's output file, when ray-hpc submitted the job.
     #[serde(default)]
     pub job_output: Option<PathBuf>,
+    /// Worker jobs the autoscaler submitted and has not seen end.
+    #[serde(default)]
+    pub worker_jobs: Vec<String>,
+    /// What the autoscaler wants the user to know: infeasible demand, refused submissions.
+    #[serde(default)]
+    pub autoscaler_notes: Vec<String>,
 }
 
 /// One cluster's directory in the registry.
@@ -396,6 +402,8 @@ mod tests {
             nodes_joined: 0,
             metrics_address: None,
             job_output: None,
+            worker_jobs: vec![],
+            autoscaler_notes: vec![],
         }
     }
 

@@ -189,6 +189,20 @@ fn demand_becomes_worker_jobs_that_ray_status_shows_and_idle_workers_go_back() {
             )
         },
     );
+    // ray-hpc status shows them too: worker jobs, queued, with Slurm's reason.
+    let st = c
+        .home
+        .command(&["status", "as1", "--json"])
+        .output()
+        .unwrap();
+    let st: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+    let queued_workers = st["cluster"]["jobs"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|j| j["role"] == "worker" && j["reason"] == "Resources")
+        .count();
+    assert!(queued_workers >= 1, "{st}");
     let workers: Vec<_> = cluster_jobs("as1").into_iter().skip(1).collect();
     assert!(
         !workers.is_empty() && workers.len() <= 2,
@@ -279,6 +293,15 @@ fn infeasible_demand_is_reported_and_refused_submissions_back_off() {
     assert_eq!(status["cluster"]["state"], "READY", "{status}");
     let demand = status["cluster"]["pending_demand"].to_string();
     assert!(demand.contains("GPU"), "{status}");
+    let notes = status["cluster"]["notes"].to_string();
+    assert!(
+        notes.contains("infeasible") && notes.contains("GPU"),
+        "{status}"
+    );
+    assert!(
+        notes.contains("cpu jobs refused") && notes.contains("Invalid partition name"),
+        "{status}"
+    );
     let _ = driver.kill();
     let _ = driver.wait();
     c.down();

@@ -130,6 +130,8 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
         nodes_joined: 0,
         metrics_address: None,
         job_output: submitted.and_then(|r| r.job_output),
+        worker_jobs: vec![],
+        autoscaler_notes: vec![],
     };
     let mut head = Head {
         grace: Duration::from_secs(config.teardown.grace_s),
@@ -635,7 +637,13 @@ async fn drive(
                 if let Ok(state) = gcs.cluster_resource_state().await {
                     observe(head, metrics, &state);
                     if let Some(a) = autoscaler.as_mut() {
-                        a.reconcile(gcs, &state, metrics).await;
+                        let plan = a.reconcile(gcs, &state, metrics).await;
+                        let (jobs, notes) = a.summary(&plan);
+                        if jobs != head.record.worker_jobs || notes != head.record.autoscaler_notes {
+                            head.record.worker_jobs = jobs;
+                            head.record.autoscaler_notes = notes;
+                            head.save();
+                        }
                     }
                 }
             }

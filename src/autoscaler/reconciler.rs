@@ -228,7 +228,16 @@ impl Reconciler {
             .map(|n| n.instance_id.as_str())
             .collect();
         for job in self.jobs.iter_mut() {
-            if job.phase != JobPhase::Ended && alive.contains(job.job_id.as_str()) {
+            if job.phase != JobPhase::Ended
+                && job.phase != JobPhase::Joined
+                && alive.contains(job.job_id.as_str())
+            {
+                tracing::info!(
+                    "autoscaler: {} job {} joined, {:.1}s after its submission",
+                    job.node_type,
+                    job.job_id,
+                    now.saturating_sub(job.submitted_ms) as f64 / 1000.0
+                );
                 job.phase = JobPhase::Joined;
             }
         }
@@ -429,6 +438,48 @@ impl Reconciler {
         if let Err(e) = gcs.report_autoscaling_state(report).await {
             tracing::debug!("autoscaler: report to the GCS failed: {e}");
         }
+    }
+
+    /// What the cluster record shows of the autoscaler: its live jobs, and notes on infeasible
+    /// demand and refused submissions.
+    pub fn summary(&self, p: &Plan) -> (Vec<String>, Vec<String>) {
+        let shape = |b: &BTreeMap<String, f64>| {
+            let parts: Vec<String> = b.iter().map(|(k, v)| format!("{k}: {v}")).collect();
+            format!("{{{}}}", parts.join(", "))
+        };
+        let mut notes: Vec<String> = p
+            .infeasible
+            .iter()
+            .map(|d| match d {
+                Demand::Tasks { bundle, count } => format!(
+                    "infeasible: {} x {count}: no node type can hold it; nothing is submitted",
+                    shape(bundle)
+                ),
+                Demand::Gang {
+                    bundles, strategy, ..
+                } => format!(
+                    "infeasible: placement group ({strategy:?}) of {} bundle(s): no node type can hold it",
+                    bundles.len()
+                ),
+                Demand::Constraint { bundle, count } => {
+                    format!("infeasible: request_resources {} x {count}", shape(bundle))
+                }
+            })
+            .collect();
+        for (name, h) in &self.health {
+            if let Some(err) = &h.last_error {
+                let when = if h.gave_up {
+                    "given up until the config or the demand changes".to_string()
+                } else {
+                    format!(
+                        "{} refusal(s) in a row, backing off",
+                        h.consecutive_failures
+                    )
+                };
+                notes.push(format!("{name} jobs refused ({when}): {err}"));
+            }
+        }
+        (self.live_job_ids(), notes)
     }
 
     /// At the end of the cluster: give back every job this head submitted (no orphans).

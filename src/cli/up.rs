@@ -145,6 +145,8 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
         nodes_joined: 0,
         metrics_address: None,
         job_output: Some(request.output.clone()),
+        worker_jobs: vec![],
+        autoscaler_notes: vec![],
     };
     dir.save(&record)?;
     let job_id = match scheduler.submit(&script, &request) {
@@ -455,6 +457,8 @@ mod tests {
             nodes_joined: 0,
             metrics_address: None,
             job_output: None,
+            worker_jobs: vec![],
+            autoscaler_notes: vec![],
         }
     }
 

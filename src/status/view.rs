@@ -267,11 +267,11 @@ pub struct ListView {
 /// The scheduler jobs that make up a cluster, head job first. (The autoscaler's worker jobs
 /// join this list once the record holds them.)
 pub fn cluster_job_ids(record: &ClusterRecord) -> Vec<String> {
-    if record.job_id.is_empty() {
-        vec![]
-    } else {
-        vec![record.job_id.clone()]
-    }
+    // The head's job first (its role is decided by position), then the autoscaler's.
+    let head = (!record.job_id.is_empty()).then(|| record.job_id.clone());
+    head.into_iter()
+        .chain(record.worker_jobs.iter().cloned())
+        .collect()
 }
 
 /// Whether `status` should ask this cluster's GCS, given what the scheduler said: only for a
@@ -379,6 +379,9 @@ pub fn build(obs: &Observation) -> ClusterView {
     let head_job = jobs.first();
     let gcs_live = matches!(obs.gcs, GcsObservation::Live(_));
     let mut notes = vec![];
+    if !rec_state.is_over() {
+        notes.extend(record.autoscaler_notes.iter().cloned());
+    }
 
     let mut expected_start = None;
     let (state, last_known, state_reason) = if rec_state.is_over() {
@@ -781,6 +784,8 @@ pub(crate) mod tests {
             nodes_joined: 2,
             metrics_address: Some("10.0.0.1:9090".into()),
             job_output: None,
+            worker_jobs: vec![],
+            autoscaler_notes: vec![],
         }
     }
 
