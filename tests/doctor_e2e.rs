@@ -100,6 +100,8 @@ fn fake_cluster(home: &TestHome, name: &str, state: ClusterState, temp_dir: &str
         nodes_joined: 1,
         metrics_address: None,
         job_output: None,
+        worker_jobs: vec![],
+        autoscaler_notes: vec![],
     })
     .unwrap();
     dir
