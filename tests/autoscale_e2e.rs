@@ -441,3 +441,44 @@ fn request_resources_scales_up_and_holds_the_nodes() {
     c.down();
     home.assert_no_leftovers(Duration::from_secs(30));
 }
+
+#[test]
+fn a_refused_node_type_backs_off_and_another_type_takes_the_demand() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    // "big" fits best (fewest nodes) but its partition does not exist; "small" works.
+    let c = Cluster::up(
+        &home,
+        "as6",
+        "[autoscaler]\nenabled = true\nmax_workers = 2\nbackoff_initial_s = 600\n\n[[node_types]]\nname = \"big\"\ncpus = 2\npartition = \"nosuchpartition\"\n\n[[node_types]]\nname = \"small\"\ncpus = 1\n",
+    );
+    let mut driver = c.driver(
+        "import ray\nray.init()\n@ray.remote(num_cpus=1)\ndef f():\n    import time; time.sleep(2); return 1\nprint('DONE', sum(ray.get([f.remote() for _ in range(3)])), flush=True)\n",
+    );
+    let status = wait_for(
+        "the driver to finish on the working type's nodes",
+        Duration::from_secs(180),
+        || driver.try_wait().unwrap(),
+        || c.head_log(),
+    );
+    assert!(
+        status.success() && c.driver_log().contains("DONE 3"),
+        "{}",
+        c.head_log()
+    );
+    let log = c.head_log();
+    assert!(
+        log.contains("big job refused") && log.contains("Invalid partition name"),
+        "{log}"
+    );
+    assert!(log.contains("submitted small job"), "{log}");
+    assert_eq!(
+        log.matches("big job refused").count(),
+        1,
+        "backing off for 600 s: {log}"
+    );
+    c.down();
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
