@@ -482,3 +482,47 @@ fn a_refused_node_type_backs_off_and_another_type_takes_the_demand() {
     c.down();
     home.assert_no_leftovers(Duration::from_secs(30));
 }
+
+#[test]
+fn a_new_head_cancels_worker_jobs_an_earlier_head_of_its_cluster_left() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    // A worker job of cluster as7 from an earlier head (one that was killed, say).
+    let out = Command::new("sbatch")
+        .args([
+            "--parsable",
+            "-N",
+            "1",
+            "-c",
+            "1",
+            "--time=10",
+            "-J",
+            "rh-as7",
+        ])
+        .args(["-o", "/dev/null", "--wrap", "sleep 600"])
+        .env_remove("RAY_HPC_HOME")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let stale = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    let c = Cluster::up(&home, "as7", CPU_TYPE);
+    wait_for(
+        "the earlier head's job to be cancelled",
+        Duration::from_secs(60),
+        || {
+            let jobs = cluster_jobs("as7");
+            (!jobs.iter().any(|(id, _)| *id == stale)).then_some(())
+        },
+        || format!("{:?}\n{}", cluster_jobs("as7"), c.head_log()),
+    );
+    assert!(
+        c.head_log().contains("left by an earlier head"),
+        "{}",
+        c.head_log()
+    );
+    assert_eq!(cluster_jobs("as7").len(), 1, "the head's own job stays");
+    c.down();
+    home.assert_no_leftovers(Duration::from_secs(30));
+}

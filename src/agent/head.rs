@@ -559,6 +559,7 @@ async fn bring_up_and_drive(
                 output_dir: head.dir.path.clone(),
                 env,
                 extra_directives: cfg.slurm.extra_directives.clone(),
+                head_job_id: head.record.job_id.clone(),
             },
             &cfg.autoscaler,
             &cfg.node_types,

@@ -31,6 +31,8 @@ pub struct JoinCommand {
     pub env: Vec<(String, String)>,
     /// `[slurm] extra_directives`; a node type's own come after these.
     pub extra_directives: Vec<String>,
+    /// The head's own job, which carries the cluster's name too.
+    pub head_job_id: String,
 }
 
 pub struct Reconciler {
@@ -47,6 +49,8 @@ pub struct Reconciler {
     failures: Vec<FailedInstanceRequest>,
     last_query: Option<Instant>,
     last_demand: Vec<Demand>,
+    /// Whether jobs left by an earlier head of this cluster were looked for yet.
+    swept: bool,
 }
 
 pub fn now_ms() -> u64 {
@@ -106,6 +110,7 @@ impl Reconciler {
             failures: vec![],
             last_query: None,
             last_demand: vec![],
+            swept: false,
         }
     }
 
@@ -168,6 +173,40 @@ impl Reconciler {
         }
     }
 
+    /// Once, at the start: jobs carrying this cluster's name that this head did not submit
+    /// were left by an earlier head of it (a restart). Their nodes cannot be in this head's new
+    /// GCS, so they are cancelled rather than left to hold the allocation.
+    fn sweep_earlier_jobs(&mut self) {
+        if self.swept {
+            return;
+        }
+        self.swept = true;
+        let name = format!("rh-{}", self.join.cluster);
+        let found = match tokio::task::block_in_place(|| self.scheduler.query_named(&name)) {
+            Ok(found) => found,
+            Err(e) => {
+                tracing::warn!("autoscaler: cannot look for jobs left by an earlier head: {e}");
+                return;
+            }
+        };
+        let ours: BTreeSet<&str> = self.jobs.iter().map(|j| j.job_id.as_str()).collect();
+        let stale: Vec<String> = found
+            .into_iter()
+            .filter(|j| !matches!(j.state, JobState::Ended(_)))
+            .filter(|j| j.id != self.join.head_job_id && !ours.contains(j.id.as_str()))
+            .map(|j| j.id)
+            .collect();
+        if !stale.is_empty() {
+            tracing::info!(
+                "autoscaler: cancelling job(s) {} left by an earlier head of this cluster",
+                stale.join(", ")
+            );
+            if let Err(e) = tokio::task::block_in_place(|| self.scheduler.cancel(&stale)) {
+                tracing::warn!("autoscaler: cancelling {} failed: {e}", stale.join(", "));
+            }
+        }
+    }
+
     /// Asks the scheduler about our jobs (one query), at most every `scheduler_poll`.
     fn observe_scheduler(&mut self) {
         if self
@@ -220,6 +259,7 @@ impl Reconciler {
         metrics: &Metrics,
     ) -> Plan {
         let now = now_ms();
+        self.sweep_earlier_jobs();
         self.observe_scheduler();
         let (nodes, demands) = observe_gcs(state);
         let alive: BTreeSet<&str> = nodes

@@ -149,6 +149,11 @@ impl Scheduler for Local {
             .collect())
     }
 
+    /// Local jobs carry no name the system keeps; a local head leaves nothing to find.
+    fn query_named(&self, _name: &str) -> Result<Vec<JobInfo>, SchedulerError> {
+        Ok(vec![])
+    }
+
     fn cancel(&self, job_ids: &[String]) -> Result<(), SchedulerError> {
         for pid in job_ids.iter().filter_map(|id| pid_of(id)) {
             if is_our_job(pid) {

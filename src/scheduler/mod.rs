@@ -164,6 +164,13 @@ pub trait Scheduler: Send + Sync {
         Err(self.unsupported("querying jobs"))
     }
 
+    /// This user's jobs named `name` that the scheduler still knows, from one query (how a
+    /// head finds the jobs an earlier head of its cluster left behind).
+    fn query_named(&self, name: &str) -> Result<Vec<JobInfo>, SchedulerError> {
+        let _ = name;
+        Err(self.unsupported("querying jobs by name"))
+    }
+
     /// Cancels these jobs in one call. Jobs already gone are not an error.
     fn cancel(&self, job_ids: &[String]) -> Result<(), SchedulerError> {
         let _ = job_ids;

@@ -429,6 +429,15 @@ impl Scheduler for Slurm {
         parse_squeue(&String::from_utf8_lossy(&out.stdout))
     }
 
+    fn query_named(&self, name: &str) -> Result<Vec<JobInfo>, SchedulerError> {
+        let out = run_command(
+            Command::new("squeue")
+                .args(["-h", "--me", "-o", SQUEUE_FORMAT, "-n"])
+                .arg(name),
+        )?;
+        parse_squeue(&out)
+    }
+
     fn cancel(&self, job_ids: &[String]) -> Result<(), SchedulerError> {
         if job_ids.is_empty() {
             return Ok(());
