@@ -526,3 +526,69 @@ fn a_new_head_cancels_worker_jobs_an_earlier_head_of_its_cluster_left() {
     c.down();
     home.assert_no_leftovers(Duration::from_secs(30));
 }
+
+#[test]
+fn a_worker_job_that_ends_before_joining_is_counted_and_replaced() {
+    if !slurm_up() {
+        return;
+    }
+    let home = TestHome::new();
+    let c = Cluster::up(&home, "as8", CPU_TYPE);
+    let head_job = home.cluster_record()["job_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let workers = || -> Vec<String> {
+        cluster_jobs("as8")
+            .into_iter()
+            .map(|(id, _)| id)
+            .filter(|id| *id != head_job)
+            .collect()
+    };
+    let blocker = Blocker::fill();
+    let mut driver = c.driver(
+        // Long enough that the demand outlasts the lost job and its replacement's queueing.
+        "import ray\nray.init()\n@ray.remote(num_cpus=1)\ndef f():\n    import time; time.sleep(20); return 1\nprint('DONE', sum(ray.get([f.remote() for _ in range(3)])), flush=True)\n",
+    );
+    let first = wait_for(
+        "a worker job to be queued",
+        Duration::from_secs(60),
+        || workers().into_iter().next(),
+        || c.head_log(),
+    );
+    // The job goes away before its node ever joins (cancelled by someone, failed to start).
+    assert!(
+        Command::new("scancel")
+            .arg(&first)
+            .status()
+            .unwrap()
+            .success()
+    );
+    let note = wait_for(
+        "status to count the lost job, and a replacement",
+        Duration::from_secs(60),
+        || {
+            let st = home.command(&["status", "as8", "--json"]).output().unwrap();
+            let st: serde_json::Value = serde_json::from_slice(&st.stdout).ok()?;
+            let notes = st["cluster"]["notes"].to_string();
+            let replaced = workers().iter().any(|id| *id != first);
+            (notes.contains("1 worker job(s) ended before their node joined") && replaced)
+                .then_some(notes)
+        },
+        || format!("{:?}\n{}", cluster_jobs("as8"), c.head_log()),
+    );
+    blocker.release();
+    let status = wait_for(
+        "the driver to finish on the replacement",
+        Duration::from_secs(120),
+        || driver.try_wait().unwrap(),
+        || c.head_log(),
+    );
+    assert!(
+        status.success() && c.driver_log().contains("DONE 3"),
+        "{note}\n{}",
+        c.head_log()
+    );
+    c.down();
+    home.assert_no_leftovers(Duration::from_secs(30));
+}

@@ -51,6 +51,12 @@ pub struct Reconciler {
     last_demand: Vec<Demand>,
     /// Whether jobs left by an earlier head of this cluster were looked for yet.
     swept: bool,
+    /// Worker jobs that ended before their node joined, and joined nodes that died: counted
+    /// for the user, and replaced by the planner while demand remains.
+    lost_before_join: u32,
+    lost_after_join: u32,
+    /// Jobs already counted as lost, so none is counted twice.
+    counted_lost: BTreeSet<String>,
 }
 
 pub fn now_ms() -> u64 {
@@ -111,6 +117,9 @@ impl Reconciler {
             last_query: None,
             last_demand: vec![],
             swept: false,
+            lost_before_join: 0,
+            lost_after_join: 0,
+            counted_lost: BTreeSet::new(),
         }
     }
 
@@ -229,6 +238,7 @@ impl Reconciler {
         };
         let by_id: BTreeMap<&str, _> = answer.iter().map(|j| (j.id.as_str(), j)).collect();
         for job in self.jobs.iter_mut().filter(|j| j.phase != JobPhase::Ended) {
+            let was = job.phase;
             match by_id.get(job.job_id.as_str()) {
                 None => job.phase = JobPhase::Ended, // gone from the scheduler
                 Some(info) => {
@@ -246,6 +256,20 @@ impl Reconciler {
                         _ if job.phase == JobPhase::Joined => JobPhase::Joined,
                         _ => JobPhase::Running,
                     };
+                }
+            }
+            // Ended without our cancel (we mark our cancels Ended ourselves).
+            if job.phase == JobPhase::Ended && self.counted_lost.insert(job.job_id.clone()) {
+                if was == JobPhase::Joined {
+                    self.lost_after_join += 1;
+                    tracing::warn!("autoscaler: job {} ended under its joined node", job.job_id);
+                } else {
+                    self.lost_before_join += 1;
+                    tracing::warn!(
+                        "autoscaler: {} job {} ended before its node joined; it is replaced while demand remains",
+                        job.node_type,
+                        job.job_id
+                    );
                 }
             }
         }
@@ -267,6 +291,24 @@ impl Reconciler {
             .filter(|n| n.status != super::planner::NodeStatus::Dead)
             .map(|n| n.instance_id.as_str())
             .collect();
+        let dead: BTreeSet<&str> = nodes
+            .iter()
+            .filter(|n| n.status == super::planner::NodeStatus::Dead)
+            .map(|n| n.instance_id.as_str())
+            .collect();
+        for job in self.jobs.iter() {
+            let id = job.job_id.as_str();
+            if job.phase == JobPhase::Joined
+                && dead.contains(id)
+                && !alive.contains(id)
+                && self.counted_lost.insert(job.job_id.clone())
+            {
+                self.lost_after_join += 1;
+                tracing::warn!(
+                    "autoscaler: the node of job {id} died; it is replaced while demand remains"
+                );
+            }
+        }
         for job in self.jobs.iter_mut() {
             if job.phase != JobPhase::Ended
                 && job.phase != JobPhase::Joined
@@ -518,6 +560,18 @@ impl Reconciler {
                 };
                 notes.push(format!("{name} jobs refused ({when}): {err}"));
             }
+        }
+        if self.lost_before_join > 0 {
+            notes.push(format!(
+                "{} worker job(s) ended before their node joined",
+                self.lost_before_join
+            ));
+        }
+        if self.lost_after_join > 0 {
+            notes.push(format!(
+                "{} joined worker node(s) died or lost their job",
+                self.lost_after_join
+            ));
         }
         (self.live_job_ids(), notes)
     }
