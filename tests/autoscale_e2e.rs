@@ -167,10 +167,11 @@ fn demand_becomes_worker_jobs_that_ray_status_shows_and_idle_workers_go_back() {
     let home = TestHome::new();
     let c = Cluster::up(&home, "as1", CPU_TYPE);
     let blocker = Blocker::fill();
-    // 8 one-CPU tasks on a 1-CPU cluster: more than one worker of 2 CPUs can take.
+    // A burst of 40 one-CPU tasks on a 1-CPU cluster: far more than max_workers = 2 can take.
     let mut driver = c.driver(
-        "import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef f():\n    time.sleep(2)\n    return ray.get_runtime_context().get_node_id()\nr = ray.get([f.remote() for _ in range(8)])\nprint('DONE on', len(set(r)), 'nodes', flush=True)\n",
+        "import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef f():\n    time.sleep(1)\n    return ray.get_runtime_context().get_node_id()\nr = ray.get([f.remote() for _ in range(40)])\nprint('DONE on', len(set(r)), 'nodes', flush=True)\n",
     );
+    let mut most_jobs = 0;
     // While the worker jobs are queued, Ray's own `ray status` lists them as pending, with the
     // job id and Slurm's reason.
     let pending = wait_for(
@@ -209,11 +210,20 @@ fn demand_becomes_worker_jobs_that_ray_status_shows_and_idle_workers_go_back() {
         "max_workers = 2 holds: {workers:?}\n{pending}"
     );
     blocker.release();
+    // max_workers holds the whole time: the head's job and at most 2 workers, ever.
     let status = wait_for(
         "the driver to finish",
         Duration::from_secs(180),
-        || driver.try_wait().unwrap(),
+        || {
+            most_jobs = most_jobs.max(cluster_jobs("as1").len());
+            driver.try_wait().unwrap()
+        },
         || c.head_log(),
+    );
+    assert!(
+        most_jobs <= 3,
+        "more than max_workers: {most_jobs} jobs\n{}",
+        c.head_log()
     );
     let out = c.driver_log();
     assert!(
