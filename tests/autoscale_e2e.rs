@@ -10,18 +10,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn slurm_up() -> bool {
-    let up = Command::new("sinfo")
-        .arg("-h")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(up || !e2e_required(), "RAY_HPC_E2E=1 but no Slurm test bed");
-    if !up {
-        eprintln!("SKIPPED: no Slurm test bed");
-    }
-    up
-}
-
 /// The cluster's jobs (head and workers) in the queue: (id, state).
 fn cluster_jobs(name: &str) -> Vec<(String, String)> {
     let out = Command::new("squeue")
@@ -161,7 +149,7 @@ const CPU_TYPE: &str = "[autoscaler]\nenabled = true\nmax_workers = 2\nidle_time
 
 #[test]
 fn demand_becomes_worker_jobs_that_ray_status_shows_and_idle_workers_go_back() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -254,7 +242,7 @@ fn demand_becomes_worker_jobs_that_ray_status_shows_and_idle_workers_go_back() {
 
 #[test]
 fn infeasible_demand_is_reported_and_refused_submissions_back_off() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -320,7 +308,7 @@ fn infeasible_demand_is_reported_and_refused_submissions_back_off() {
 
 #[test]
 fn no_worker_job_outlives_its_heads_job() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -363,7 +351,7 @@ fn no_worker_job_outlives_its_heads_job() {
 
 #[test]
 fn a_strict_spread_group_of_three_gets_two_more_nodes_and_is_created() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -405,7 +393,7 @@ fn a_strict_spread_group_of_three_gets_two_more_nodes_and_is_created() {
 
 #[test]
 fn request_resources_scales_up_and_holds_the_nodes() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -454,7 +442,7 @@ fn request_resources_scales_up_and_holds_the_nodes() {
 
 #[test]
 fn a_refused_node_type_backs_off_and_another_type_takes_the_demand() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -495,7 +483,7 @@ fn a_refused_node_type_backs_off_and_another_type_takes_the_demand() {
 
 #[test]
 fn a_new_head_cancels_worker_jobs_an_earlier_head_of_its_cluster_left() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -539,7 +527,7 @@ fn a_new_head_cancels_worker_jobs_an_earlier_head_of_its_cluster_left() {
 
 #[test]
 fn a_worker_job_that_ends_before_joining_is_counted_and_replaced() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();

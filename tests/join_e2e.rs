@@ -97,13 +97,7 @@ fn a_local_node_joins_and_leaves_a_running_cluster() {
 
 #[test]
 fn a_worker_job_joins_over_slurm_and_leaves_when_the_head_job_is_cancelled() {
-    let up = Command::new("sinfo")
-        .arg("-h")
-        .output()
-        .is_ok_and(|o| o.status.success());
-    assert!(up || !e2e_required(), "RAY_HPC_E2E=1 but no Slurm test bed");
-    if !up {
-        eprintln!("SKIPPED: no Slurm test bed");
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();

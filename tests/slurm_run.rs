@@ -12,24 +12,6 @@ use common::*;
 
 const JOB_TIMEOUT: Duration = Duration::from_secs(240);
 
-/// None (test skipped, said on stderr) when no test bed is reachable and the run does not
-/// require one.
-fn testbed() -> Option<()> {
-    let up = Command::new("sinfo")
-        .args(["-h", "-o", "%T"])
-        .output()
-        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
-    if up {
-        return Some(());
-    }
-    assert!(
-        !e2e_required(),
-        "RAY_HPC_E2E=1 but no Slurm controller answers: run slurm/testbed/up"
-    );
-    eprintln!("SKIPPED: no Slurm test bed (run tests/run, or slurm/testbed/up first)");
-    None
-}
-
 struct Job {
     id: String,
     out: PathBuf,
@@ -206,7 +188,9 @@ fn assert_clean(home: &TestHome, job: &Job) {
 
 #[test]
 fn three_nodes_get_exactly_the_granted_cpus_and_all_run_tasks() {
-    let Some(()) = testbed() else { return };
+    if !slurm_testbed() {
+        return;
+    }
     let home = TestHome::new();
     let job = submit(&home, 3, 1, &as_strs(&driver(&[])));
     let (state, code) = job.wait_ended();
@@ -255,7 +239,9 @@ fn three_nodes_get_exactly_the_granted_cpus_and_all_run_tasks() {
 
 #[test]
 fn a_failing_driver_fails_the_job_with_its_exit_code_and_cleans_up() {
-    let Some(()) = testbed() else { return };
+    if !slurm_testbed() {
+        return;
+    }
     let home = TestHome::new();
     // A copy of the script, as users make, finding ray-hpc on PATH (no RAY_HPC_BIN).
     let copy = home.path().join("my-ray-job.sbatch");
@@ -281,7 +267,9 @@ fn a_failing_driver_fails_the_job_with_its_exit_code_and_cleans_up() {
 
 #[test]
 fn scancel_mid_run_tears_everything_down() {
-    let Some(()) = testbed() else { return };
+    if !slurm_testbed() {
+        return;
+    }
     let home = TestHome::new();
     let never = home.path().join("never-created");
     let job = submit(
@@ -312,7 +300,9 @@ fn scancel_mid_run_tears_everything_down() {
 
 #[test]
 fn two_clusters_share_the_nodes_and_ending_one_leaves_the_other() {
-    let Some(()) = testbed() else { return };
+    if !slurm_testbed() {
+        return;
+    }
     let home = TestHome::new();
     let release_a = home.path().join("release-a");
     let release_b = home.path().join("release-b");
@@ -373,7 +363,9 @@ fn broken_worker_ray(home: &TestHome, worker_behaviour: &str, ready_timeout_s: u
 
 #[test]
 fn a_node_whose_ray_fails_fails_the_job_fast_with_its_log() {
-    let Some(()) = testbed() else { return };
+    if !slurm_testbed() {
+        return;
+    }
     let home = TestHome::new();
     let config = broken_worker_ray(
         &home,
@@ -414,7 +406,9 @@ fn a_node_whose_ray_fails_fails_the_job_fast_with_its_log() {
 
 #[test]
 fn nodes_that_never_join_fail_the_job_at_the_timeout_naming_them() {
-    let Some(()) = testbed() else { return };
+    if !slurm_testbed() {
+        return;
+    }
     let home = TestHome::new();
     let config = broken_worker_ray(
         &home,

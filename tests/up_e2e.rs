@@ -8,21 +8,6 @@ use std::time::Duration;
 
 use common::*;
 
-fn slurm_up() -> bool {
-    let up = Command::new("sinfo")
-        .args(["-h", "-o", "%T"])
-        .output()
-        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
-    assert!(
-        up || !e2e_required(),
-        "RAY_HPC_E2E=1 but no Slurm controller answers: run slurm/testbed/up"
-    );
-    if !up {
-        eprintln!("SKIPPED: no Slurm test bed");
-    }
-    up
-}
-
 fn run(home: &TestHome, args: &[&str]) -> Output {
     home.command(args).output().unwrap()
 }
@@ -103,7 +88,7 @@ impl Drop for Blocker {
 
 #[test]
 fn up_gives_a_usable_cluster_and_down_leaves_nothing() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -242,7 +227,7 @@ fn up_gives_a_usable_cluster_and_down_leaves_nothing() {
 
 #[test]
 fn a_cluster_that_cannot_start_yet_shows_queued_with_slurms_reason() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -303,7 +288,7 @@ fn a_cluster_that_cannot_start_yet_shows_queued_with_slurms_reason() {
 
 #[test]
 fn dry_run_prints_the_script_with_extra_directives_and_submits_nothing() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();
@@ -350,7 +335,7 @@ fn dry_run_prints_the_script_with_extra_directives_and_submits_nothing() {
 
 #[test]
 fn a_refused_submission_shows_slurms_message_and_fails() {
-    if !slurm_up() {
+    if !slurm_testbed() {
         return;
     }
     let home = TestHome::new();

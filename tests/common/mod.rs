@@ -40,6 +40,23 @@ pub fn e2e_required() -> bool {
     std::env::var("RAY_HPC_E2E").is_ok_and(|v| v == "1")
 }
 
+/// Whether the Slurm test bed answers. Without one a test is skipped (said on stderr), unless
+/// the run requires it (RAY_HPC_E2E=1, as tests/run sets), where that is a failure.
+pub fn slurm_testbed() -> bool {
+    let up = std::process::Command::new("sinfo")
+        .args(["-h", "-o", "%T"])
+        .output()
+        .is_ok_and(|o| o.status.success() && !o.stdout.is_empty());
+    assert!(
+        up || !e2e_required(),
+        "RAY_HPC_E2E=1 but no Slurm controller answers: run slurm/testbed/up"
+    );
+    if !up {
+        eprintln!("SKIPPED: no Slurm test bed (run tests/run, or slurm/testbed/up first)");
+    }
+    up
+}
+
 /// A registry home unique to one test. Every process a test's clusters start inherits
 /// RAY_HPC_HOME, which is how `leftovers` finds them.
 pub struct TestHome {
