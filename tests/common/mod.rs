@@ -153,9 +153,16 @@ impl TestHome {
 
 impl Drop for TestHome {
     fn drop(&mut self) {
-        // A failed test must not leave its processes to the next one.
+        // A failed test must not leave its processes, or the temp dirs its SIGKILLed agents
+        // could not remove, to the next one.
         for (pid, _) in self.leftovers() {
             kill9(pid);
+        }
+        for record in self.cluster_records() {
+            for dir in temp_dirs(&record) {
+                let _ = std::fs::remove_dir_all(&dir);
+                let _ = std::fs::remove_file(format!("{}.token", dir.display()));
+            }
         }
     }
 }
