@@ -18,7 +18,7 @@ use crate::proto::ray::autoscaler::{
     GangResourceRequest, PendingInstance, ResourceRequest,
 };
 use crate::ray::gcs::{GcsClient, node_id_from_hex};
-use crate::scheduler::{JobRequest, JobState, Scheduler, SchedulerError, shell_quote};
+use crate::scheduler::{JobRequest, JobState, Scheduler, SchedulerError, shell_join};
 
 /// What a worker job needs to know to join this cluster.
 pub struct JoinCommand {
@@ -173,11 +173,7 @@ impl Reconciler {
                 .join
                 .output_dir
                 .join(format!("worker-{}-%j.out", t.name)),
-            command: command
-                .iter()
-                .map(|a| shell_quote(a))
-                .collect::<Vec<_>>()
-                .join(" "),
+            command: shell_join(&command),
             env: self.join.env.clone(),
         }
     }

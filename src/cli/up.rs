@@ -10,7 +10,7 @@ use anyhow::{Context, anyhow};
 use crate::config::{Config, SchedulerChoice};
 use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState};
 use crate::scheduler::{
-    self, JobInfo, JobRequest, JobState, Scheduler, SchedulerError, shell_quote,
+    self, JobInfo, JobRequest, JobState, Scheduler, SchedulerError, shell_join, shell_quote,
 };
 
 #[derive(clap::Args)]
@@ -108,11 +108,7 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
         time: args.time.clone(),
         extra_directives: config.slurm.extra_directives.clone(),
         output: dir.path.join("job.out"),
-        command: command
-            .iter()
-            .map(|a| shell_quote(a))
-            .collect::<Vec<_>>()
-            .join(" "),
+        command: shell_join(&command),
         env,
     };
     let script = scheduler.render_job(&request)?;

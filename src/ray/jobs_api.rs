@@ -195,30 +195,9 @@ pub struct SubmitRequest {
     pub entrypoint_resources: BTreeMap<String, f64>,
 }
 
-/// One argument quoted for a POSIX shell, exactly as Python's `shlex.quote` does (Ray's
-/// `ray job submit` joins the entrypoint with `shlex.join`; the job supervisor runs it with
-/// `shell=True`).
-pub fn shell_quote(arg: &str) -> String {
-    if arg.is_empty() {
-        return "''".to_string();
-    }
-    let safe = arg
-        .bytes()
-        .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
-    if safe {
-        arg.to_string()
-    } else {
-        format!("'{}'", arg.replace('\'', r#"'"'"'"#))
-    }
-}
-
-/// A command line for `/bin/sh` in which every argument stays one word (`shlex.join`).
-pub fn shell_join<S: AsRef<str>>(args: &[S]) -> String {
-    args.iter()
-        .map(|a| shell_quote(a.as_ref()))
-        .collect::<Vec<_>>()
-        .join(" ")
-}
+// Ray's `ray job submit` joins the entrypoint with `shlex.join` and the job supervisor runs it
+// with `shell=True`; our quoting matches shlex exactly.
+pub use crate::scheduler::{shell_join, shell_quote};
 
 /// Why a path of a working dir was left out of its package.
 #[derive(Debug, Clone, PartialEq)]

@@ -204,16 +204,27 @@ pub fn select(choice: SchedulerChoice, env: Env) -> Result<Box<dyn Scheduler>, S
     })
 }
 
-/// Quotes `s` for a POSIX shell when it needs it.
-pub fn shell_quote(s: &str) -> String {
-    let plain = !s.is_empty()
-        && s.chars()
-            .all(|c| c.is_ascii_alphanumeric() || "/._-=:,+@%".contains(c));
-    if plain {
-        s.to_string()
-    } else {
-        format!("'{}'", s.replace('\'', "'\\''"))
+/// One argument quoted for a POSIX shell, exactly as Python's `shlex.quote` does.
+pub fn shell_quote(arg: &str) -> String {
+    if arg.is_empty() {
+        return "''".to_string();
     }
+    let safe = arg
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b"_@%+=:,./-".contains(&b));
+    if safe {
+        arg.to_string()
+    } else {
+        format!("'{}'", arg.replace('\'', r#"'"'"'"#))
+    }
+}
+
+/// A command line for `/bin/sh` in which every argument stays one word (`shlex.join`).
+pub fn shell_join<S: AsRef<str>>(args: &[S]) -> String {
+    args.iter()
+        .map(|a| shell_quote(a.as_ref()))
+        .collect::<Vec<_>>()
+        .join(" ")
 }
 
 /// The adapter for a scheduler named in a cluster record ("slurm", "local").
