@@ -15,11 +15,11 @@ use super::node::{self, RunningNode, StartOptions};
 use super::signals::Signals;
 use super::supervisor::{Supervised, tail_file};
 use crate::autoscaler::reconciler::{JoinCommand, Reconciler};
+use crate::autoscaler::{Demand, NodeStatus, ObservedNode, observe_gcs};
 use crate::config::{AuthMode, Config};
 use crate::discovery::{self, DiscoveryOptions, NodeResources};
 use crate::metrics::Metrics;
 use crate::proto::control::node_report::State as ReportState;
-use crate::proto::ray::autoscaler::{ClusterResourceState, NodeStatus};
 use crate::ray::gcs::GcsClient;
 use crate::ray::launch::{RayNodeSpec, Role, auth_env};
 use crate::ray::ports::{PortPicker, bind_listener};
@@ -636,9 +636,11 @@ async fn drive(
             }
             _ = watch.tick() => {
                 if let Ok(state) = gcs.cluster_resource_state().await {
-                    observe(head, metrics, &state);
+                    // Read once, for the record, the metrics and the autoscaler.
+                    let (nodes, demands) = observe_gcs(&state);
+                    observe(head, metrics, &nodes, &demands);
                     if let Some(a) = autoscaler.as_mut() {
-                        let plan = a.reconcile(gcs, &state, metrics).await;
+                        let plan = a.reconcile(gcs, &state, &nodes, &demands, metrics).await;
                         let (jobs, notes) = a.summary(&plan);
                         if jobs != head.record.worker_jobs || notes != head.record.autoscaler_notes {
                             head.record.worker_jobs = jobs;
@@ -731,19 +733,19 @@ fn absorb(
 }
 
 /// Keeps the record and the metrics in step with what the GCS says.
-fn observe(head: &mut Head, metrics: &Metrics, state: &ClusterResourceState) {
+fn observe(head: &mut Head, metrics: &Metrics, nodes: &[ObservedNode], demands: &[Demand]) {
     let mut counts = BTreeMap::from([("running", 0), ("idle", 0), ("draining", 0), ("dead", 0)]);
-    for n in &state.node_states {
-        let key = match NodeStatus::try_from(n.status) {
-            Ok(NodeStatus::Running) => "running",
-            Ok(NodeStatus::Idle) => "idle",
-            Ok(NodeStatus::Draining) => "draining",
-            _ => "dead",
+    for n in nodes {
+        let key = match n.status {
+            NodeStatus::Running => "running",
+            NodeStatus::Idle => "idle",
+            NodeStatus::Draining => "draining",
+            NodeStatus::Dead => "dead",
         };
         *counts.entry(key).or_default() += 1;
     }
     metrics.set_nodes_by_state(&counts.iter().map(|(k, v)| (*k, *v)).collect::<Vec<_>>());
-    metrics.set_pending_demand(&pending_demand(state));
+    metrics.set_pending_demand(&pending_demand(demands));
     let alive = (counts["running"] + counts["idle"] + counts["draining"]) as u32;
     if alive != head.record.nodes_joined {
         head.record.nodes_joined = alive;
@@ -751,24 +753,20 @@ fn observe(head: &mut Head, metrics: &Metrics, state: &ClusterResourceState) {
     }
 }
 
-/// Total pending demand per resource: queued tasks and actors, and placement groups.
-pub fn pending_demand(state: &ClusterResourceState) -> Vec<(String, f64)> {
+/// Total pending demand per resource: queued tasks and actors, and placement groups
+/// (`request_resources` floors are not demand that waits).
+fn pending_demand(demands: &[Demand]) -> Vec<(String, f64)> {
     let mut total: BTreeMap<String, f64> = BTreeMap::new();
-    let mut add = |bundle: &std::collections::HashMap<String, f64>, times: f64| {
+    let mut add = |bundle: &BTreeMap<String, f64>, times: f64| {
         for (resource, amount) in bundle {
             *total.entry(resource.clone()).or_default() += amount * times;
         }
     };
-    for r in &state.pending_resource_requests {
-        if let Some(req) = &r.request {
-            add(&req.resources_bundle, r.count as f64);
-        }
-    }
-    for gang in &state.pending_gang_resource_requests {
-        for selector in &gang.bundle_selectors {
-            for req in &selector.resource_requests {
-                add(&req.resources_bundle, 1.0);
-            }
+    for d in demands {
+        match d {
+            Demand::Tasks { bundle, count } => add(bundle, *count as f64),
+            Demand::Gang { bundles, .. } => bundles.iter().for_each(|b| add(b, 1.0)),
+            Demand::Constraint { .. } => {}
         }
     }
     total.into_iter().collect()

@@ -7,9 +7,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use super::demand::observe_gcs;
 use super::planner::{
-    Demand, JobPhase, NodeTypeSpec, Plan, PlanInput, Settings, TypeHealth, WorkerJob, plan,
+    Demand, JobPhase, NodeTypeSpec, ObservedNode, Plan, PlanInput, Settings, TypeHealth, WorkerJob,
+    plan,
 };
 use crate::config::{AutoscalerConfig, NodeTypeConfig};
 use crate::metrics::Metrics;
@@ -276,12 +276,13 @@ impl Reconciler {
         &mut self,
         gcs: &GcsClient,
         state: &ClusterResourceState,
+        nodes: &[ObservedNode],
+        demands: &[Demand],
         metrics: &Metrics,
     ) -> Plan {
         let now = now_ms();
         self.sweep_earlier_jobs();
         self.observe_scheduler();
-        let (nodes, demands) = observe_gcs(state);
         let alive: BTreeSet<&str> = nodes
             .iter()
             .filter(|n| n.status != super::planner::NodeStatus::Dead)
@@ -320,15 +321,15 @@ impl Reconciler {
             }
         }
         // New demand is a new chance for a type that was given up on.
-        if demands != self.last_demand {
+        if demands != self.last_demand.as_slice() {
             for h in self.health.values_mut() {
                 h.gave_up = false;
             }
-            self.last_demand = demands.clone();
+            self.last_demand = demands.to_vec();
         }
         let the_plan = plan(&PlanInput {
-            nodes: &nodes,
-            demands: &demands,
+            nodes,
+            demands,
             jobs: &self.jobs,
             types: &self.specs,
             settings: &self.settings,
