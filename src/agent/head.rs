@@ -545,10 +545,6 @@ async fn bring_up_and_drive(
     };
     // The autoscaler, when on, runs every GCS poll; the plain watch every 5 s.
     let mut autoscaler = cfg.autoscaler.enabled.then(|| {
-        let env: Vec<(String, String)> = ["RAY_HPC_HOME", "VIRTUAL_ENV"]
-            .iter()
-            .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-            .collect();
         Reconciler::new(
             scheduler::by_name(b.scheduler.name(), scheduler::process_env())
                 .expect("the head's own scheduler has an adapter"),
@@ -557,7 +553,7 @@ async fn bring_up_and_drive(
                 config_path: b.config_path.clone(),
                 cluster: head.record.name.clone(),
                 output_dir: head.dir.path.clone(),
-                env,
+                env: scheduler::job_env(),
                 extra_directives: cfg.slurm.extra_directives.clone(),
                 head_job_id: head.record.job_id.clone(),
             },

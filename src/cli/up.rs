@@ -94,11 +94,6 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
         command.push("--".into());
         command.extend(args.driver.iter().cloned());
     }
-    // The job may start with a bare environment (SBATCH_EXPORT=NONE at some sites).
-    let env: Vec<(String, String)> = ["RAY_HPC_HOME", "VIRTUAL_ENV"]
-        .iter()
-        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
-        .collect();
     let request = JobRequest {
         name: format!("rh-{name}"),
         nodes: args.nodes,
@@ -109,7 +104,7 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
         extra_directives: config.slurm.extra_directives.clone(),
         output: dir.path.join("job.out"),
         command: shell_join(&command),
-        env,
+        env: scheduler::job_env(),
     };
     let script = scheduler.render_job(&request)?;
     if args.dry_run {

@@ -204,6 +204,15 @@ pub fn select(choice: SchedulerChoice, env: Env) -> Result<Box<dyn Scheduler>, S
     })
 }
 
+/// The environment every job ray-hpc submits exports itself: where the registry is and which
+/// Ray to use. Some sites start jobs with a bare environment (SBATCH_EXPORT=NONE).
+pub fn job_env() -> Vec<(String, String)> {
+    ["RAY_HPC_HOME", "VIRTUAL_ENV"]
+        .iter()
+        .filter_map(|k| std::env::var(k).ok().map(|v| (k.to_string(), v)))
+        .collect()
+}
+
 /// One argument quoted for a POSIX shell, exactly as Python's `shlex.quote` does.
 pub fn shell_quote(arg: &str) -> String {
     if arg.is_empty() {
