@@ -49,11 +49,7 @@ impl<'a> Cluster<'a> {
             .output()
             .unwrap();
         assert!(out.status.success(), "{}", text(&out));
-        let env = String::from_utf8_lossy(&out.stdout)
-            .lines()
-            .filter_map(|l| l.strip_prefix("export ")?.split_once('='))
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect();
+        let env = exports(&String::from_utf8_lossy(&out.stdout));
         Cluster {
             home,
             name: name.to_string(),
@@ -110,41 +106,6 @@ impl<'a> Cluster<'a> {
     }
 }
 
-/// Fills nodes n2..n4 so worker jobs must queue.
-struct Blocker(String);
-
-impl Blocker {
-    fn fill() -> Self {
-        let out = Command::new("sbatch")
-            .args([
-                "--parsable",
-                "-N",
-                "3",
-                "-c",
-                "2",
-                "-w",
-                "n[2-4]",
-                "--time=10",
-            ])
-            .args(["-J", "blocker", "-o", "/dev/null", "--wrap", "sleep 600"])
-            .env_remove("RAY_HPC_HOME")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        Blocker(String::from_utf8_lossy(&out.stdout).trim().to_string())
-    }
-
-    fn release(&self) {
-        let _ = Command::new("scancel").arg(&self.0).status();
-    }
-}
-
-impl Drop for Blocker {
-    fn drop(&mut self) {
-        self.release();
-    }
-}
-
 const CPU_TYPE: &str = "[autoscaler]\nenabled = true\nmax_workers = 2\nidle_timeout_s = 10\n\n[[node_types]]\nname = \"cpu\"\ncpus = 2\ntime = \"10\"\n";
 
 #[test]
@@ -154,7 +115,7 @@ fn demand_becomes_worker_jobs_that_ray_status_shows_and_idle_workers_go_back() {
     }
     let home = TestHome::new();
     let c = Cluster::up(&home, "as1", CPU_TYPE);
-    let blocker = Blocker::fill();
+    let blocker = Blocker::fill("n[2-4]", 3);
     // A burst of 40 one-CPU tasks on a 1-CPU cluster: far more than max_workers = 2 can take.
     let mut driver = c.driver(
         "import ray, time\nray.init()\n@ray.remote(num_cpus=1)\ndef f():\n    time.sleep(1)\n    return ray.get_runtime_context().get_node_id()\nr = ray.get([f.remote() for _ in range(40)])\nprint('DONE on', len(set(r)), 'nodes', flush=True)\n",
@@ -543,7 +504,7 @@ fn a_worker_job_that_ends_before_joining_is_counted_and_replaced() {
             .filter(|id| *id != head_job)
             .collect()
     };
-    let blocker = Blocker::fill();
+    let blocker = Blocker::fill("n[2-4]", 3);
     let mut driver = c.driver(
         // Long enough that the demand outlasts the lost job and its replacement's queueing.
         "import ray\nray.init()\n@ray.remote(num_cpus=1)\ndef f():\n    import time; time.sleep(20); return 1\nprint('DONE', sum(ray.get([f.remote() for _ in range(3)])), flush=True)\n",

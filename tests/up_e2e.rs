@@ -32,60 +32,6 @@ fn squeue_ids(name_tag: &str) -> Vec<String> {
         .collect()
 }
 
-/// Environment from `export NAME=value` lines (values as printed: no quoting needed here).
-fn exports(stdout: &str) -> Vec<(String, String)> {
-    stdout
-        .lines()
-        .filter_map(|l| l.strip_prefix("export "))
-        .filter_map(|kv| kv.split_once('='))
-        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
-        .collect()
-}
-
-/// A job that fills every node of the test bed, so new jobs queue.
-struct Blocker(String);
-
-impl Blocker {
-    fn fill() -> Self {
-        let out = Command::new("sbatch")
-            .args([
-                "--parsable",
-                "-N",
-                "4",
-                "-c",
-                "2",
-                "--time=10",
-                "-J",
-                "blocker",
-            ])
-            .args(["-o", "/dev/null", "--wrap", "sleep 600"])
-            .env_remove("RAY_HPC_HOME")
-            .output()
-            .unwrap();
-        assert!(out.status.success(), "{}", text(&out));
-        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
-        wait_for(
-            "the blocker to run",
-            Duration::from_secs(60),
-            || {
-                let o = Command::new("squeue")
-                    .args(["-h", "-o", "%T", "-j", &id])
-                    .output()
-                    .unwrap();
-                (String::from_utf8_lossy(&o.stdout).trim() == "RUNNING").then_some(())
-            },
-            String::new,
-        );
-        Blocker(id)
-    }
-}
-
-impl Drop for Blocker {
-    fn drop(&mut self) {
-        let _ = Command::new("scancel").arg(&self.0).status();
-    }
-}
-
 #[test]
 fn up_gives_a_usable_cluster_and_down_leaves_nothing() {
     if !slurm_testbed() {
@@ -231,7 +177,7 @@ fn a_cluster_that_cannot_start_yet_shows_queued_with_slurms_reason() {
         return;
     }
     let home = TestHome::new();
-    let _blocker = Blocker::fill();
+    let _blocker = Blocker::fill("n[1-4]", 4);
     // Not ready in time: say where it is stuck, and leave it queued.
     let up = run(
         &home,

@@ -255,3 +255,71 @@ pub fn temp_dirs(record: &serde_json::Value) -> Vec<PathBuf> {
         })
         .unwrap_or_default()
 }
+
+/// Environment from `export NAME=value` lines, as `ray-hpc up` prints them.
+pub fn exports(stdout: &str) -> Vec<(String, String)> {
+    stdout
+        .lines()
+        .filter_map(|l| l.strip_prefix("export "))
+        .filter_map(|kv| kv.split_once('='))
+        .map(|(k, v)| (k.to_string(), v.trim_matches('\'').to_string()))
+        .collect()
+}
+
+/// A job of 2 CPUs on each of the given test-bed nodes, so that other jobs must queue;
+/// cancelled when dropped.
+pub struct Blocker(String);
+
+impl Blocker {
+    /// Fills `nodes` (a Slurm hostlist) and waits until the blocker runs.
+    pub fn fill(nodes: &str, count: u32) -> Self {
+        let out = Command::new("sbatch")
+            .args([
+                "--parsable",
+                "-N",
+                &count.to_string(),
+                "-c",
+                "2",
+                "-w",
+                nodes,
+            ])
+            .args([
+                "--time=10",
+                "-J",
+                "blocker",
+                "-o",
+                "/dev/null",
+                "--wrap",
+                "sleep 600",
+            ])
+            // Not part of any test's cluster: no RAY_HPC_HOME marker.
+            .env_remove("RAY_HPC_HOME")
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        let id = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        wait_for(
+            "the blocker to run",
+            Duration::from_secs(60),
+            || {
+                let o = Command::new("squeue")
+                    .args(["-h", "-o", "%T", "-j", &id])
+                    .output()
+                    .unwrap();
+                (String::from_utf8_lossy(&o.stdout).trim() == "RUNNING").then_some(())
+            },
+            String::new,
+        );
+        Blocker(id)
+    }
+
+    pub fn release(&self) {
+        let _ = Command::new("scancel").arg(&self.0).status();
+    }
+}
+
+impl Drop for Blocker {
+    fn drop(&mut self) {
+        self.release();
+    }
+}
