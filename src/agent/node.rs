@@ -206,7 +206,3 @@ pub async fn stop_node(node: &mut RunningNode, grace: Duration) {
     node.process.stop(grace).await;
     remove_temp_dir(&node.spec.temp_dir);
 }
-
-pub fn temp_dir_of(node: &RunningNode) -> PathBuf {
-    node.spec.temp_dir.clone()
-}
