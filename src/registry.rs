@@ -130,6 +130,45 @@ pub struct ClusterRecord {
     pub autoscaler_notes: Vec<String>,
 }
 
+impl ClusterRecord {
+    /// A new record: what is known when a cluster is created, everything else still unknown.
+    pub fn new(
+        name: &str,
+        scheduler: &str,
+        job_id: &str,
+        state: ClusterState,
+        expected_nodes: u32,
+        auth: &str,
+    ) -> Self {
+        let now = now_unix();
+        ClusterRecord {
+            schema: SCHEMA_VERSION,
+            name: name.to_string(),
+            scheduler: scheduler.to_string(),
+            job_id: job_id.to_string(),
+            state,
+            message: None,
+            created_unix: now,
+            updated_unix: now,
+            expected_nodes,
+            head_node: String::new(),
+            head_address: None,
+            gcs_address: None,
+            dashboard_url: None,
+            client_server_address: None,
+            control_address: None,
+            auth: auth.to_string(),
+            token_path: None,
+            nodes: vec![],
+            nodes_joined: 0,
+            metrics_address: None,
+            job_output: None,
+            worker_jobs: vec![],
+            autoscaler_notes: vec![],
+        }
+    }
+}
+
 /// One cluster's directory in the registry.
 #[derive(Debug, Clone)]
 pub struct ClusterDir {

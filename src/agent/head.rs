@@ -109,29 +109,19 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
     let cluster_id: String = hex::encode(rand::random::<[u8; 3]>());
     let now = registry::now_unix();
     let record = ClusterRecord {
-        schema: registry::SCHEMA_VERSION,
-        name: name.clone(),
-        scheduler: alloc.scheduler.to_string(),
-        job_id: alloc.job_id.clone(),
-        state: ClusterState::Starting,
-        message: None,
         created_unix: submitted.as_ref().map_or(now, |r| r.created_unix),
-        updated_unix: now,
-        expected_nodes: alloc.hosts.len() as u32,
         head_node: alloc.head().name.clone(),
         head_address: Some(resources.address.to_string()),
-        gcs_address: None,
-        dashboard_url: None,
-        client_server_address: None,
-        control_address: None,
-        auth: config.auth.as_str().to_string(),
         token_path: auth_on.then(|| token_path.clone()),
-        nodes: vec![],
-        nodes_joined: 0,
-        metrics_address: None,
         job_output: submitted.and_then(|r| r.job_output),
-        worker_jobs: vec![],
-        autoscaler_notes: vec![],
+        ..ClusterRecord::new(
+            &name,
+            alloc.scheduler,
+            &alloc.job_id,
+            ClusterState::Starting,
+            alloc.hosts.len() as u32,
+            config.auth.as_str(),
+        )
     };
     let mut head = Head {
         grace: Duration::from_secs(config.teardown.grace_s),

@@ -113,31 +113,16 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
     }
 
     let dir = ClusterDir::create(&root, &name)?;
-    let now = registry::now_unix();
     let mut record = ClusterRecord {
-        schema: registry::SCHEMA_VERSION,
-        name: name.clone(),
-        scheduler: scheduler.name().to_string(),
-        job_id: String::new(),
-        state: ClusterState::Queued,
-        message: None,
-        created_unix: now,
-        updated_unix: now,
-        expected_nodes: args.nodes,
-        head_node: String::new(),
-        head_address: None,
-        gcs_address: None,
-        dashboard_url: None,
-        client_server_address: None,
-        control_address: None,
-        auth: config.auth.as_str().to_string(),
-        token_path: None,
-        nodes: vec![],
-        nodes_joined: 0,
-        metrics_address: None,
         job_output: Some(request.output.clone()),
-        worker_jobs: vec![],
-        autoscaler_notes: vec![],
+        ..ClusterRecord::new(
+            &name,
+            scheduler.name(),
+            "",
+            ClusterState::Queued,
+            args.nodes,
+            config.auth.as_str(),
+        )
     };
     dir.save(&record)?;
     let job_id = match scheduler.submit(&script, &request) {
