@@ -1,0 +1,2 @@
+//! Placeholder, replaced by the registrations benchmark.
+fn main() {}
