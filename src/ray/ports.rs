@@ -62,6 +62,12 @@ impl NodePorts {
     }
 }
 
+/// Connections a listener of ours queues before it accepts them. Every worker agent of an
+/// allocation connects to the control service at once; past the default of 128 the kernel drops
+/// SYNs (a 1 s retransmit for that agent) or resets connections. The kernel caps it at
+/// `net.core.somaxconn` (4096 by default).
+const LISTEN_BACKLOG: u32 = 4096;
+
 /// Binds a listener of ours (control service, metrics) on `ip`, trying ports from `picker`
 /// until one binds: binding directly leaves no gap between choosing a port and using it.
 pub async fn bind_listener(
@@ -74,12 +80,23 @@ pub async fn bind_listener(
         let port = picker
             .single(what)
             .map_err(|e| std::io::Error::new(std::io::ErrorKind::AddrInUse, e.to_string()))?;
-        match tokio::net::TcpListener::bind(SocketAddr::new(ip, port)).await {
+        match listen(SocketAddr::new(ip, port)) {
             Ok(l) => return Ok(l),
             Err(e) => last = Some(e),
         }
     }
     Err(last.unwrap_or_else(|| std::io::Error::other(format!("no {what} could be bound on {ip}"))))
+}
+
+/// `TcpListener::bind` with a backlog of `LISTEN_BACKLOG` (and SO_REUSEADDR, as it sets).
+fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener, std::io::Error> {
+    let socket = match addr {
+        SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4()?,
+        SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6()?,
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// Free on every address of this node: binding the wildcard fails if any address holds it.
