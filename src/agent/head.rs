@@ -237,77 +237,7 @@ async fn bring_up_and_drive(
     let temp_root = cfg.cluster.temp_root.display().to_string();
     let ray_token = b.token_path.as_ref().map(|_| b.secret.clone());
 
-    // 1. The Ray head, on this node.
-    let head_instance = control::instance_id(&alloc.job_id, 0, n_hosts);
-    let head_temp = PathBuf::from(control::node_temp_dir(&temp_root, &b.cluster_id, 0));
-    let num_cpus = cfg.ray.head_num_cpus.unwrap_or(b.resources.cpus);
-    let memory = b.resources.memory_bytes;
-    let make_spec = |ports| RayNodeSpec {
-        ray_bin: b.ray_bin.clone(),
-        role: Role::Head,
-        node_ip,
-        ports,
-        temp_dir: head_temp.clone(),
-        num_cpus,
-        num_gpus: b.resources.gpus.len() as u32,
-        memory_bytes: memory,
-        object_store_bytes: control::object_store_bytes(
-            memory,
-            b.resources.shm_bytes,
-            cfg.ray.object_store_fraction,
-        ),
-        instance_id: head_instance.clone(),
-        node_type: "head".into(),
-        auth_token_path: b.token_path.clone(),
-        cuda_visible_devices: cuda_visible(&b.resources),
-        extra_env: cfg.ray.env.clone(),
-        no_monitor: cfg.autoscaler.enabled,
-    };
-    let start_opts = StartOptions {
-        port_range,
-        worker_ports: cfg.ray.worker_ports,
-        deadline,
-        grace: head.grace,
-        attempts: 3,
-    };
-    let started_head = tokio::select! {
-        r = node::start_node(make_spec, ray_token.clone(), &start_opts) => r,
-        sig = signals.recv() => return Err(Stop::Signal(sig)),
-    };
-    let head_node = started_head.map_err(|e| {
-        Stop::Failed(format!(
-            "the Ray head on {} failed to start: {e}",
-            alloc.this_node
-        ))
-    })?;
-    let ports = head_node.spec.ports;
-    let gcs_address = format!("{node_ip}:{}", ports.gcs);
-    running.head_node = Some(head_node);
-    head.record.gcs_address = Some(gcs_address.clone());
-    head.record.dashboard_url = Some(format!("http://{node_ip}:{}", ports.dashboard));
-    head.record.client_server_address = Some(format!("{node_ip}:{}", ports.client_server));
-    head.record.nodes.push(NodeRecord {
-        rank: 0,
-        node_name: alloc.this_node.clone(),
-        address: node_ip.to_string(),
-        instance_id: head_instance.clone(),
-        cpus: num_cpus,
-        gpus: b.resources.gpus.len() as u32,
-        memory_bytes: memory,
-        temp_dir: head_temp.display().to_string(),
-        node_id: running.head_node.as_ref().map(|n| n.node_id.clone()),
-        ports: ports
-            .named()
-            .into_iter()
-            .map(|(name, port)| (name.to_string(), port))
-            .collect(),
-    });
-    tracing::info!(
-        "Ray head up at {gcs_address} after {:.1}s",
-        b.started.elapsed().as_secs_f64()
-    );
-
-    // Our Prometheus endpoint, on the head's address next to Ray's own.
+    // 1. Our Prometheus endpoint, on the head's address next to Ray's own.
     let mut picker = PortPicker::new(port_range.0, port_range.1);
     let metrics = Metrics::new(&head.record.name);
     metrics.set_expected_nodes(n_hosts as u64);
@@ -329,10 +259,12 @@ async fn bring_up_and_drive(
     write_targets(head);
 
     // 2. The control service (also for clusters of one node: autoscaled workers join through
-    // it) and the worker agents of the allocation's other nodes.
+    // it) and the worker agents of the allocation's other nodes, before the Ray head: the
+    // agents start and register while it starts, and get their plan the moment its GCS
+    // answers (below), so their raylets come up alongside the head's.
     let (events_tx, mut events) = mpsc::unbounded_channel();
+    let (base_tx, base_rx) = watch::channel(None);
     {
-        let (base_tx, base_rx) = watch::channel(None);
         let (shutdown_tx, shutdown_rx) = watch::channel(None);
         running.shutdown = Some(shutdown_tx);
         let service = ControlService::new(
@@ -358,17 +290,6 @@ async fn bring_up_and_drive(
             {
                 tracing::error!("control service failed: {e}");
             }
-        }));
-        base_tx.send_replace(Some(PlanBase {
-            cluster_name: head.record.name.clone(),
-            cluster_id: b.cluster_id.clone(),
-            gcs_address: gcs_address.clone(),
-            ray_auth_token: ray_token.clone(),
-            temp_root: temp_root.clone(),
-            object_store_fraction: cfg.ray.object_store_fraction,
-            host_addresses: b.host_addresses.clone(),
-            env: cfg.ray.env.clone(),
-            ready_deadline: deadline,
         }));
         head.record.control_address = Some(control_addr.to_string());
         head.save();
@@ -403,6 +324,103 @@ async fn bring_up_and_drive(
         })?;
         running.fan_out = Some(fan_out);
     }
+
+    // 3. The Ray head, on this node. The plan goes out to the worker agents as soon as its GCS
+    // answers; if the head fails, dropping `base_tx` unblocks agents waiting for a plan.
+    let head_instance = control::instance_id(&alloc.job_id, 0, n_hosts);
+    let head_temp = PathBuf::from(control::node_temp_dir(&temp_root, &b.cluster_id, 0));
+    let num_cpus = cfg.ray.head_num_cpus.unwrap_or(b.resources.cpus);
+    let memory = b.resources.memory_bytes;
+    let make_spec = |ports| RayNodeSpec {
+        ray_bin: b.ray_bin.clone(),
+        role: Role::Head,
+        node_ip,
+        ports,
+        temp_dir: head_temp.clone(),
+        num_cpus,
+        num_gpus: b.resources.gpus.len() as u32,
+        memory_bytes: memory,
+        object_store_bytes: control::object_store_bytes(
+            memory,
+            b.resources.shm_bytes,
+            cfg.ray.object_store_fraction,
+        ),
+        instance_id: head_instance.clone(),
+        node_type: "head".into(),
+        auth_token_path: b.token_path.clone(),
+        cuda_visible_devices: cuda_visible(&b.resources),
+        extra_env: cfg.ray.env.clone(),
+        no_monitor: cfg.autoscaler.enabled,
+    };
+    let start_opts = StartOptions {
+        port_range,
+        worker_ports: cfg.ray.worker_ports,
+        deadline,
+        grace: head.grace,
+        attempts: 3,
+        // Every worker waits for this answer: ask often (a refused connect or one small RPC).
+        poll: Duration::from_millis(50),
+    };
+    let base = PlanBase {
+        cluster_name: head.record.name.clone(),
+        cluster_id: b.cluster_id.clone(),
+        gcs_address: String::new(),
+        ray_auth_token: ray_token.clone(),
+        temp_root: temp_root.clone(),
+        object_store_fraction: cfg.ray.object_store_fraction,
+        host_addresses: b.host_addresses.clone(),
+        env: cfg.ray.env.clone(),
+        ready_deadline: deadline,
+    };
+    let started = b.started;
+    let on_gcs_up: node::OnGcsUp = Box::new(move |gcs_address: &str| {
+        tracing::info!(
+            "GCS answering at {gcs_address} after {:.1}s",
+            started.elapsed().as_secs_f64()
+        );
+        base_tx.send_replace(Some(PlanBase {
+            gcs_address: gcs_address.to_string(),
+            ..base.clone()
+        }));
+    });
+    let started_head = tokio::select! {
+        r = node::start_node(make_spec, ray_token.clone(), &start_opts, Some(on_gcs_up)) => r,
+        sig = signals.recv() => return Err(Stop::Signal(sig)),
+    };
+    let head_node = started_head.map_err(|e| {
+        Stop::Failed(format!(
+            "the Ray head on {} failed to start: {e}",
+            alloc.this_node
+        ))
+    })?;
+    let ports = head_node.spec.ports;
+    let gcs_address = format!("{node_ip}:{}", ports.gcs);
+    running.head_node = Some(head_node);
+    head.record.gcs_address = Some(gcs_address.clone());
+    head.record.dashboard_url = Some(format!("http://{node_ip}:{}", ports.dashboard));
+    head.record.client_server_address = Some(format!("{node_ip}:{}", ports.client_server));
+    head.record.nodes.push(NodeRecord {
+        rank: 0,
+        node_name: alloc.this_node.clone(),
+        address: node_ip.to_string(),
+        instance_id: head_instance.clone(),
+        cpus: num_cpus,
+        gpus: b.resources.gpus.len() as u32,
+        memory_bytes: memory,
+        temp_dir: head_temp.display().to_string(),
+        node_id: running.head_node.as_ref().map(|n| n.node_id.clone()),
+        ports: ports
+            .named()
+            .into_iter()
+            .map(|(name, port)| (name.to_string(), port))
+            .collect(),
+    });
+    head.save();
+    write_targets(head);
+    tracing::info!(
+        "Ray head up at {gcs_address} after {:.1}s",
+        b.started.elapsed().as_secs_f64()
+    );
 
     // 3. Wait until every node is in the GCS.
     let gcs = GcsClient::connect(&gcs_address, ray_token.clone(), Duration::from_secs(10))
@@ -493,7 +511,8 @@ async fn bring_up_and_drive(
                     head.save();
                 }
             },
-            _ = tokio::time::sleep(Duration::from_millis(250)) => {}
+            // The driver starts on the first poll that finds every node: keep the gap short.
+            _ = tokio::time::sleep(Duration::from_millis(100)) => {}
         }
     }
     while let Ok(ev) = events.try_recv() {

@@ -31,7 +31,14 @@ pub struct StartOptions {
     pub deadline: Instant,
     pub grace: Duration,
     pub attempts: u32,
+    /// How often the GCS is asked whether the node is listed yet.
+    pub poll: Duration,
 }
+
+/// Called once, with the GCS address, the first time the GCS answers during a head's start:
+/// the head agent hands the address to the worker agents then, so their raylets start while
+/// the head's own raylet and dashboard are still coming up.
+pub type OnGcsUp<'a> = Box<dyn FnMut(&str) + Send + 'a>;
 
 pub fn is_alive(n: &NodeState) -> bool {
     n.status == NodeStatus::Running as i32 || n.status == NodeStatus::Idle as i32
@@ -65,11 +72,13 @@ pub fn make_private_dir(path: &Path) -> std::io::Result<()> {
 }
 
 /// Starts the node described by `make_spec` (given fresh ports on each attempt) and waits
-/// until the GCS lists it alive. Retries with new ports when a port was taken in between.
+/// until the GCS lists it alive. Retries with new ports when a port was taken in between, but
+/// not once `on_gcs_up` was called: others may be using that GCS address by then.
 pub async fn start_node(
     make_spec: impl Fn(NodePorts) -> RayNodeSpec,
     auth_token: Option<String>,
     opts: &StartOptions,
+    mut on_gcs_up: Option<OnGcsUp<'_>>,
 ) -> Result<RunningNode, NodeStartError> {
     let mut attempt = 0;
     loop {
@@ -95,7 +104,16 @@ pub async fn start_node(
                 message: format!("cannot run {}: {e}", spec.ray_bin.display()),
                 logs: String::new(),
             })?;
-        match wait_listed(&mut process, &spec, auth_token.clone(), opts.deadline).await {
+        let may_announce = on_gcs_up.is_some();
+        match wait_listed(
+            &mut process,
+            &spec,
+            auth_token.clone(),
+            opts,
+            &mut on_gcs_up,
+        )
+        .await
+        {
             Ok(node_id) => {
                 dir_guard.0 = None;
                 return Ok(RunningNode {
@@ -107,7 +125,9 @@ pub async fn start_node(
             Err(WaitFailure::Exited(status)) => {
                 let logs = ray_failure_logs(&log, &spec.temp_dir, 30);
                 process.stop(opts.grace).await;
-                if looks_like_port_clash(&logs) && attempt < opts.attempts {
+                // Taken means called: the GCS answered and its address is out.
+                let announced = may_announce && on_gcs_up.is_none();
+                if looks_like_port_clash(&logs) && attempt < opts.attempts && !announced {
                     tracing::warn!(
                         "a port was taken before Ray could bind it; retrying with new ports"
                     );
@@ -142,8 +162,10 @@ async fn wait_listed(
     process: &mut Supervised,
     spec: &RayNodeSpec,
     token: Option<String>,
-    deadline: Instant,
+    opts: &StartOptions,
+    on_gcs_up: &mut Option<OnGcsUp<'_>>,
 ) -> Result<String, WaitFailure> {
+    let deadline = opts.deadline;
     let gcs_address = match &spec.role {
         Role::Head => format!("{}:{}", spec.node_ip, spec.ports.gcs),
         Role::Worker { gcs_address } => gcs_address.clone(),
@@ -167,6 +189,9 @@ async fn wait_listed(
         if let Some(c) = &client {
             match c.cluster_resource_state().await {
                 Ok(state) => {
+                    if let Some(mut announce) = on_gcs_up.take() {
+                        announce(&gcs_address);
+                    }
                     if let Some(n) = find_node(&state, &spec.instance_id, &node_ip) {
                         return Ok(crate::ray::gcs::node_id_hex(&n.node_id));
                     }
@@ -178,7 +203,7 @@ async fn wait_listed(
                 Err(e) => last_error = e.to_string(),
             }
         }
-        tokio::time::sleep(Duration::from_millis(200)).await;
+        tokio::time::sleep(opts.poll).await;
     }
 }
 

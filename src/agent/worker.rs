@@ -95,6 +95,12 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         tokio::select! {
             r = attempt => match r {
                 Ok(ok) => break ok,
+                // The head answered that it is ending (its Ray failed before we could join):
+                // nothing to join, and the head waits for us to go.
+                Err(e) if head_is_ending(&e) => {
+                    tracing::info!("the head agent is ending ({e:#}); leaving");
+                    return Ok(0);
+                }
                 Err(e) if Instant::now() < deadline => {
                     tracing::debug!("registering with {}: {e:#}", opts.control);
                 }
@@ -154,6 +160,8 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         deadline,
         grace,
         attempts: 3,
+        // The head watches the GCS for every node itself; this only confirms our own.
+        poll: Duration::from_millis(200),
     };
     let report = |state: ReportState, message: String, log_tail: String| NodeReport {
         node_key: node_key.clone(),
@@ -174,7 +182,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         .await
         .map(|r| r.into_inner());
     let started_node = tokio::select! {
-        r = node::start_node(make_spec, token.clone(), &start_opts) => r,
+        r = node::start_node(make_spec, token.clone(), &start_opts, None) => r,
         why = head_gone(&mut stream) => {
             // Dropping the start ends its `ray start` session and removes its temp dir.
             tracing::warn!("{why} while the raylet was starting; giving up");
@@ -244,6 +252,14 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         .report(report(ReportState::Stopped, String::new(), String::new()))
         .await;
     Ok(code)
+}
+
+/// The head's answer to a registration when it is shutting down (src/agent/control.rs), as
+/// opposed to a head that is not reachable yet.
+fn head_is_ending(e: &anyhow::Error) -> bool {
+    e.downcast_ref::<tonic::Status>().is_some_and(|s| {
+        s.code() == tonic::Code::Unavailable && s.message().contains("shutting down")
+    })
 }
 
 /// Returns once the head is gone, saying how: it said Shutdown, its stream broke, or it has
