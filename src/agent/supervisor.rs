@@ -127,9 +127,12 @@ impl Supervised {
     }
 
     /// Ends the whole session. SIGTERM goes to the session leader only: `ray start --block`
-    /// then stops its children in order (about 2 s). SIGTERM to every process at once (as a
+    /// then stops Ray's processes in order and exits. SIGTERM to every process at once (as a
     /// scheduler's cancel does) can leave gcs_server waiting forever, so once nothing has
-    /// exited for `STALL` (or `grace` is over) the rest get SIGKILL. Returns when none is left.
+    /// exited for `STALL` (or `grace` is over) the rest get SIGKILL. Once the leader has exited,
+    /// what is left gets SIGKILL at once: those are helpers (dashboard modules, agents) that
+    /// can take seconds to notice their node is gone, with nothing left to save. Returns when
+    /// none is left.
     pub async fn stop(&mut self, grace: Duration) {
         const STALL: Duration = Duration::from_secs(3);
         let sid = self.pid;
@@ -140,7 +143,16 @@ impl Supervised {
         loop {
             self.try_exited();
             let left = session_members(sid);
-            if self.exit.is_some() && left.is_empty() {
+            if self.exit.is_some() {
+                if !left.is_empty() {
+                    tracing::debug!(
+                        "{} (session {sid}): leader exited after {:.1}s, SIGKILL to the {} left",
+                        self.what,
+                        started.elapsed().as_secs_f64(),
+                        left.len()
+                    );
+                    self.kill_rest(sid).await;
+                }
                 break;
             }
             if left.len() < last_count {
@@ -158,19 +170,23 @@ impl Supervised {
                     started.elapsed().as_secs_f64(),
                     names.join("; ")
                 );
-                signal_session(sid, Signal::SIGKILL);
-                let _ = self.wait().await;
-                // SIGKILL cannot be caught; wait for the kernel to finish with the rest.
-                let hard = Instant::now() + Duration::from_secs(10);
-                while !session_members(sid).is_empty() && Instant::now() < hard {
-                    signal_session(sid, Signal::SIGKILL);
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                }
+                self.kill_rest(sid).await;
                 break;
             }
             tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.child = None;
+    }
+
+    async fn kill_rest(&mut self, sid: i32) {
+        signal_session(sid, Signal::SIGKILL);
+        let _ = self.wait().await;
+        // SIGKILL cannot be caught; wait for the kernel to finish with the rest.
+        let hard = Instant::now() + Duration::from_secs(10);
+        while !session_members(sid).is_empty() && Instant::now() < hard {
+            signal_session(sid, Signal::SIGKILL);
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// The last `lines` lines of the process's own log.
