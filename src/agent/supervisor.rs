@@ -307,6 +307,32 @@ mod tests {
         );
     }
 
+    #[tokio::test]
+    async fn once_the_leader_is_gone_stragglers_do_not_hold_the_stop() {
+        let tmp = tempfile::tempdir().unwrap();
+        let log = tmp.path().join("log");
+        let mut cmd = Command::new("bash");
+        // The leader exits on SIGTERM (bash's default); its child ignores SIGTERM, like a Ray
+        // helper that has not noticed its node is gone.
+        cmd.args(["-c", "(trap '' TERM; sleep 300) & echo started; wait"]);
+        let mut p = Supervised::spawn(cmd, &log, "test tree").unwrap();
+        let sid = p.pid();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !tail_file(&log, 5).contains("started") {
+            assert!(Instant::now() < deadline, "never started");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        let started = Instant::now();
+        p.stop(Duration::from_secs(60)).await;
+        assert!(session_members(sid).is_empty());
+        // Not the grace period, nor the 3 s without progress that ends a stalled stop.
+        assert!(
+            started.elapsed() < Duration::from_millis(2500),
+            "{:?}",
+            started.elapsed()
+        );
+    }
+
     #[test]
     fn raising_the_soft_limit_reaches_the_hard_one() {
         use nix::sys::resource::{Resource, getrlimit};
