@@ -87,7 +87,7 @@ def main() -> None:
         parts.append("## Targets\n")
         parts.append(md_table(["What", "Target", "Measured", "Met"], targets))
     if missing:
-        parts.append(f"**Failed, no results:** {', '.join(missing)} (see bench/run's output).\n")
+        parts.append(f"**No results (not run, or failed):** {', '.join(missing)} (see bench/run's output).\n")
     print("\n".join(parts + sections))
 
 
