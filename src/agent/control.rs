@@ -169,11 +169,13 @@ impl Control for ControlService {
         let base = tokio::time::timeout(self.0.register_wait, base_rx.wait_for(|b| b.is_some()))
             .await
             .map_err(|_| Status::unavailable("the head's Ray did not come up in time"))?
-            .map_err(|_| Status::unavailable("the head agent is shutting down"))?
+            // ABORTED, not UNAVAILABLE (which a head not listening yet also gives): the worker
+            // agent leaves at once instead of retrying.
+            .map_err(|_| Status::aborted("the head agent is shutting down"))?
             .clone()
             .expect("waited for Some");
         if self.0.shutdown.borrow().is_some() {
-            return Err(Status::unavailable("the cluster is shutting down"));
+            return Err(Status::aborted("the cluster is shutting down"));
         }
         if !req.node_type.is_empty() {
             // A worker job of its own: its rank (and so its temp dir) comes from the head.

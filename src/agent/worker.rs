@@ -254,12 +254,11 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-/// The head's answer to a registration when it is shutting down (src/agent/control.rs), as
-/// opposed to a head that is not reachable yet.
+/// The head's answer to a registration when it is shutting down (ABORTED, see
+/// src/agent/control.rs), as opposed to a head that is not reachable yet (UNAVAILABLE).
 fn head_is_ending(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<tonic::Status>().is_some_and(|s| {
-        s.code() == tonic::Code::Unavailable && s.message().contains("shutting down")
-    })
+    e.downcast_ref::<tonic::Status>()
+        .is_some_and(|s| s.code() == tonic::Code::Aborted)
 }
 
 /// Returns once the head is gone, saying how: it said Shutdown, its stream broke, or it has
