@@ -37,10 +37,11 @@
 //! by bin in order of use, or bin by bin best first; onto new nodes shape by shape as above or
 //! node by node, each of the type the remaining mix fills best; and Ray's own algorithm (best
 //! scoring bin first, then the best scoring new node, with Ray's score). Placement groups and
-//! tasks together are planned twice, with the alive nodes in the order above and busiest first
-//! (where Ray's scheduler tends to put them). Each way is about `O((bins + shapes) log bins)`;
-//! the ways that score every bin against every shape are skipped when bins times distinct
-//! shapes exceed [`SCORING_BUDGET`].
+//! tasks together are planned with the alive nodes in the order above, busiest first (where
+//! Ray's scheduler tends to put them), and with the groups placed as Ray's scheduler places
+//! them. Each way is about `O((bins + shapes) log bins)`; the ways that score every bin are
+//! skipped above [`SCORING_BUDGET`] (bins times distinct shapes) and [`GANG_SCORING_BUDGET`]
+//! (placement groups times alive nodes), so the planner stays fast on huge inputs.
 //!
 //! The passes, in priority order (which is also the order in which the upscaling caps let new
 //! nodes through):
@@ -292,6 +293,9 @@ const FX_MAX: u64 = 1 << 62;
 /// [`Packer::place_items`] tries the ways that score bins (each bin against every item) only up
 /// to this many bins times items: 2,000 nodes with 2,000 distinct shapes.
 const SCORING_BUDGET: usize = 4_000_000;
+/// Placement groups are also placed as Ray's scheduler places them (each scoring every bin)
+/// only up to this many groups times alive nodes: 500 groups on 500 nodes.
+const GANG_SCORING_BUDGET: usize = 250_000;
 /// Ray's implicit resources, which every node has; never a reason to launch.
 const IMPLICIT_PREFIX: &str = "implicit_resource:";
 
@@ -437,7 +441,8 @@ impl Ord for Score {
 /// With `ray`, the score is exactly Ray's (`SchedulingNode._compute_score`): GPU work means
 /// any GPU bundle placed on the bin by this plan, the kinds are those of everything this plan
 /// placed there (`kinds`), and the utilizations are weighted by the bin's total amounts
-/// (`v * util^3`, so memory in bytes weighs most in the mean).
+/// (`v * util^3`, so memory in bytes weighs most in the mean). With `one`, the bin takes one
+/// bundle at most (a `STRICT_SPREAD` group's anti-affinity).
 #[allow(clippy::type_complexity, clippy::too_many_arguments)]
 fn simulate_fill(
     fx: &Fixed,
@@ -446,62 +451,65 @@ fn simulate_fill(
     gpu: bool,
     kinds_before: u64,
     ray: bool,
+    one: bool,
     items: &[(usize, u64, u32)],
     left: &[u64],
 ) -> Option<(ScoreKey, Vec<u64>)> {
     let mut c = cap.to_vec();
     let mut takes = vec![0u64; items.len()];
     let mut gpu_work = false;
-    let mut kinds = vec![false; c.len()];
+    let mut bits = 0u64; // the kinds this fill places
+    let mut any = false;
     for (k, &(sid, _, _)) in items.iter().enumerate() {
         if left[k] == 0 {
             continue;
         }
         let s = &fx.shapes[sid];
-        let n = fit(&c, s).min(left[k]);
+        let mut n = fit(&c, s).min(left[k]);
         if n == 0 || n == u64::MAX {
             continue;
         }
+        if one {
+            n = 1;
+        }
         for &i in &s.nz {
             c[i] -= n * s.v[i];
-            kinds[i] = true;
         }
+        bits |= kind_bits(s);
         takes[k] = n;
+        any = true;
         gpu_work |= s.gpu;
+        if one {
+            break;
+        }
     }
-    if takes.iter().all(|&t| t == 0) {
+    if !any {
         return None;
     }
     if ray {
-        let mut bits = kinds_before;
-        for (k, &(sid, _, _)) in items.iter().enumerate() {
-            if takes[k] > 0 {
-                bits |= kind_bits(&fx.shapes[sid]);
-            }
-        }
-        let gpu_work = fx.gpu_index.is_some_and(|g| g < 64 && bits & (1 << g) != 0);
-        let used_kinds = (0..c.len().min(64))
-            .filter(|&i| bits & (1 << i) != 0 && total[i] > 0)
-            .count();
-        let terms: Vec<f64> = (0..c.len())
-            .filter(|&i| total[i] > 0)
-            .map(|i| {
-                let v = total[i] as f64 / SCALE;
-                let util = (total[i].saturating_sub(c[i])) as f64 / total[i] as f64;
-                v * util.powf(3.0)
-            })
-            .collect();
-        let min = terms.iter().copied().fold(f64::INFINITY, f64::min);
-        let mean = terms.iter().sum::<f64>() / terms.len().max(1) as f64;
-        return Some(((!gpu || gpu_work, used_kinds, min, mean), takes));
+        bits |= kinds_before;
+        gpu_work = fx.gpu_index.is_some_and(|g| g < 64 && bits & (1 << g) != 0);
     }
-    let utils: Vec<f64> = (0..c.len())
-        .filter(|&i| total[i] > 0)
-        .map(|i| (total[i].saturating_sub(c[i])) as f64 / total[i] as f64)
-        .collect();
-    let min = utils.iter().copied().fold(f64::INFINITY, f64::min);
-    let mean = utils.iter().sum::<f64>() / utils.len().max(1) as f64;
-    let used_kinds = (0..c.len()).filter(|&i| kinds[i] && total[i] > 0).count();
+    let (mut min, mut sum, mut n, mut used_kinds) = (f64::INFINITY, 0.0, 0usize, 0usize);
+    for i in 0..c.len() {
+        if total[i] == 0 {
+            continue;
+        }
+        let util = total[i].saturating_sub(c[i]) as f64 / total[i] as f64;
+        // Ray weighs each utilization by the amount: `v * util^3`.
+        let term = if ray {
+            total[i] as f64 / SCALE * util.powf(3.0)
+        } else {
+            util
+        };
+        min = min.min(term);
+        sum += term;
+        n += 1;
+        if i < 64 && bits & (1 << i) != 0 {
+            used_kinds += 1;
+        }
+    }
+    let mean = sum / n.max(1) as f64;
     Some(((!gpu || gpu_work, used_kinds, min, mean), takes))
 }
 
@@ -1026,7 +1034,7 @@ impl<'a> Packer<'a> {
             let order = orders.last().expect("an order");
             let ordered: Vec<(usize, u64, u32)> = order.iter().map(|&k| items[k]).collect();
             let mut like_ray = self.clone();
-            let got = like_ray.place_like_ray(&ordered);
+            let got = like_ray.place_like_ray(&ordered, false);
             consider(like_ray, unorder(order, got));
         }
         let (p, left) = best.expect("at least one way");
@@ -1044,8 +1052,10 @@ impl<'a> Packer<'a> {
             .groups
             .iter()
             .map(|g| {
-                simulate_fill(fx, &g.cap, &g.total, g.gpu, g.kinds, false, items, &left)
-                    .map(|x| Score(x.0))
+                simulate_fill(
+                    fx, &g.cap, &g.total, g.gpu, g.kinds, false, false, items, &left,
+                )
+                .map(|x| Score(x.0))
             })
             .collect();
         let mut order: Vec<usize> = (0..self.groups.len())
@@ -1080,7 +1090,9 @@ impl<'a> Packer<'a> {
         let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
         let score_of = |p: &Packer, i: usize, left: &[u64]| {
             let g = &p.groups[i];
-            simulate_fill(fx, &g.cap, &g.total, g.gpu, g.kinds, false, items, left)
+            simulate_fill(
+                fx, &g.cap, &g.total, g.gpu, g.kinds, false, false, items, left,
+            )
         };
         let mut heap: BinaryHeap<(Score, std::cmp::Reverse<usize>)> = (0..self.groups.len())
             .filter_map(|i| score_of(self, i, &left).map(|(s, _)| (Score(s), std::cmp::Reverse(i))))
@@ -1118,7 +1130,7 @@ impl<'a> Packer<'a> {
     /// score, the first on a tie); then new nodes one at a time, each of the type whose node
     /// scores best (the first in the pool on a tie; a type just opened goes to the pool's end).
     /// Returns what is left of each item.
-    fn place_like_ray(&mut self, items: &[(usize, u64, u32)]) -> Vec<u64> {
+    fn place_like_ray(&mut self, items: &[(usize, u64, u32)], one: bool) -> Vec<u64> {
         use std::cmp::Reverse;
         use std::collections::BinaryHeap;
         let fx = self.fx;
@@ -1133,7 +1145,7 @@ impl<'a> Packer<'a> {
         let mut takers: Vec<BinaryHeap<(u64, usize, u32)>> = vec![BinaryHeap::new(); items.len()];
         let score_bin = |p: &Packer, i: usize, left: &[u64]| {
             let g = &p.groups[i];
-            simulate_fill(fx, &g.cap, &g.total, g.gpu, g.kinds, true, items, left)
+            simulate_fill(fx, &g.cap, &g.total, g.gpu, g.kinds, true, one, items, left)
         };
         let push = |p: &Packer,
                     i: usize,
@@ -1207,7 +1219,7 @@ impl<'a> Packer<'a> {
             for (j, &t) in pool.iter().enumerate() {
                 let cap = &fx.type_cap[t];
                 if let Some((score, takes)) =
-                    simulate_fill(fx, cap, cap, fx.type_gpu[t], 0, true, items, &left)
+                    simulate_fill(fx, cap, cap, fx.type_gpu[t], 0, true, one, items, &left)
                     && best.as_ref().is_none_or(|b| better(&score, &b.0))
                 {
                     best = Some((score, takes, j));
@@ -1379,6 +1391,40 @@ impl<'a> Packer<'a> {
             Err(_) => self.rollback(),
         }
         result
+    }
+
+    /// Places one placement group the way Ray's scheduler does (`_sched_gang_resource_requests`):
+    /// `STRICT_PACK` as one bundle (the sum), `STRICT_SPREAD` one bundle per node, `PACK` and
+    /// `SPREAD` as plain bundles; existing bins best scoring first, then the best scoring new
+    /// nodes ([`Packer::place_like_ray`]). All bundles or none; on failure, returns a shape that
+    /// found no room.
+    fn place_gang_like_ray(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
+        let fx = self.fx;
+        let mut items: Vec<(usize, u64, u32)> = Vec::new();
+        if gang.strategy == Strategy::StrictPack {
+            items.push((gang.sum, 1, unit));
+        } else {
+            let mut shapes = gang.bundles.clone();
+            shapes.sort_by(|&a, &b| ray_order(&fx.shapes[a], &fx.shapes[b]).then(a.cmp(&b)));
+            for sid in shapes {
+                match items.last_mut() {
+                    Some(last) if last.0 == sid => last.1 += 1,
+                    _ => items.push((sid, 1, unit)),
+                }
+            }
+        }
+        self.begin();
+        let left = self.place_like_ray(&items, gang.strategy == Strategy::StrictSpread);
+        match items.iter().zip(&left).find(|(_, l)| **l > 0) {
+            None => {
+                self.commit();
+                Ok(())
+            }
+            Some((item, _)) => {
+                self.rollback();
+                Err(item.0)
+            }
+        }
     }
 
     fn try_gang(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
@@ -1886,10 +1932,10 @@ pub fn plan(input: &PlanInput) -> Plan {
         }
     }
 
-    // --- Placement groups and tasks, on available capacity. Twice: with the alive nodes in
-    // their order, and busiest first (roughly the nodes Ray's scheduler scores best, so
-    // placement groups land where Ray's would); the plan that places more, then opens fewer
-    // nodes, is kept (the first on a tie).
+    // --- Placement groups and tasks, on available capacity. A few ways: with the alive nodes in
+    // their order, busiest first (roughly the nodes Ray's scheduler scores best), and the
+    // groups placed as Ray's scheduler places them; the plan that places more, then opens
+    // fewer nodes, is kept (the first on a tie).
     // Units: gang instances first (by input index), then task items.
     let gang_units = demands.len() as u32;
     let items: Vec<(usize, u64, u32)> = tasks
@@ -1897,7 +1943,7 @@ pub fn plan(input: &PlanInput) -> Plan {
         .enumerate()
         .map(|(k, item)| (item.shape, item.count, gang_units + k as u32))
         .collect();
-    let place_demand = |busiest_first: bool| {
+    let place_demand = |busiest_first: bool, gangs_like_ray: bool| {
         let mut groups = base_groups(false);
         if busiest_first {
             let busy = |g: &Group| -> f64 {
@@ -1936,18 +1982,38 @@ pub fn plan(input: &PlanInput) -> Plan {
             cp.next_ordinal,
         );
         let mut gang_unmet: HashMap<usize, String> = HashMap::new(); // input index -> why
-        for gang in &gangs {
-            let mut failed: Option<String> = None;
-            for &i in &gang.inputs {
-                if let Some(why) = &failed {
-                    gang_unmet.insert(i, why.clone());
-                    continue;
-                }
-                if let Err(sid) = dp.place_gang(gang, i as u32) {
-                    let why = dp.why(&shapes[sid]);
-                    gang_unmet.insert(i, why.clone());
-                    failed = Some(why);
-                }
+        // (gang, input): ours in the order above; Ray's by constraints then bundles (more
+        // first: strict groups with more bundles first), then as they came.
+        let mut order: Vec<(usize, usize)> = gangs
+            .iter()
+            .enumerate()
+            .flat_map(|(g, gang)| gang.inputs.iter().map(move |&i| (g, i)))
+            .collect();
+        if gangs_like_ray {
+            let ray_key = |&(g, i): &(usize, usize)| {
+                let n = gangs[g].bundles.len();
+                let constraints = if strict(gangs[g].strategy) { n } else { 0 };
+                (std::cmp::Reverse((constraints, n)), i)
+            };
+            order.sort_by_key(ray_key);
+        }
+        // Identical groups after one that found no room find none either.
+        let mut failed: HashMap<usize, String> = HashMap::new();
+        for (g, i) in order {
+            let gang = &gangs[g];
+            if let Some(why) = failed.get(&g) {
+                gang_unmet.insert(i, why.clone());
+                continue;
+            }
+            let placed = if gangs_like_ray {
+                dp.place_gang_like_ray(gang, i as u32)
+            } else {
+                dp.place_gang(gang, i as u32)
+            };
+            if let Err(sid) = placed {
+                let why = dp.why(&shapes[sid]);
+                gang_unmet.insert(i, why.clone());
+                failed.insert(g, why);
             }
         }
         let left = dp.place_items(&items);
@@ -1956,13 +2022,20 @@ pub fn plan(input: &PlanInput) -> Plan {
     let key = |r: &(Packer, HashMap<usize, String>, Vec<u64>)| {
         (r.1.len(), r.2.iter().sum::<u64>(), r.0.next_ordinal)
     };
-    let in_order = place_demand(false);
-    let busiest = place_demand(true);
-    let (dp, gang_unmet, left) = if key(&busiest) < key(&in_order) {
-        busiest
-    } else {
-        in_order
-    };
+    let mut best = place_demand(false, false);
+    let busiest = place_demand(true, false);
+    if key(&busiest) < key(&best) {
+        best = busiest;
+    }
+    // Ray's way for the groups scores every bin for each group: only while that stays small.
+    let gang_inputs: usize = gangs.iter().map(|g| g.inputs.len()).sum();
+    if gang_inputs > 0 && gang_inputs.saturating_mul(alive.len() + ntypes) <= GANG_SCORING_BUDGET {
+        let like_ray = place_demand(false, true);
+        if key(&like_ray) < key(&best) {
+            best = like_ray;
+        }
+    }
+    let (dp, gang_unmet, left) = best;
     let mut t_unmet: Vec<Vec<(String, u64)>> = vec![Vec::new(); tasks.len()];
     for (k, left) in left.into_iter().enumerate() {
         if left > 0 {
