@@ -591,6 +591,11 @@ fn args() -> Args {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too, without cargo bench's `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("planner: a benchmark, not a test: run it with bench/run");
+        return;
+    }
     let a = args();
     std::fs::create_dir_all(&a.out).expect("creating --out");
     let settings = settings();

@@ -268,6 +268,11 @@ fn raise_nofile(needed: u64) {
 }
 
 fn main() {
+    // `cargo test --all-targets` runs bench targets too, without cargo bench's `--bench`.
+    if !std::env::args().any(|a| a == "--bench") {
+        eprintln!("registrations: a benchmark, not a test: run it with bench/run");
+        return;
+    }
     let a = args();
     raise_nofile(2 * u64::from(a.nodes) + 256);
     // The same runtime as the agents' (src/cli/mod.rs): multi-threaded, 2 workers. Clients
