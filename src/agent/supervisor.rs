@@ -281,23 +281,28 @@ pub fn ray_failure_logs(start_log: &Path, temp_dir: &Path, lines: usize) -> Stri
 mod tests {
     use super::*;
 
-    #[tokio::test]
-    async fn stop_ends_the_whole_session_including_grandchildren() {
+    /// A supervised `bash -c script`, once it has printed "started" (the temp dir holds its log).
+    async fn spawn_started(script: &str) -> (tempfile::TempDir, Supervised) {
         let tmp = tempfile::tempdir().unwrap();
         let log = tmp.path().join("log");
         let mut cmd = Command::new("bash");
-        // A grandchild that ignores SIGTERM, and one in a process group of its own (job control).
-        cmd.args([
-            "-c",
-            "(trap '' TERM; sleep 300) & set -m; (sleep 302 &) ; echo started; wait",
-        ]);
-        let mut p = Supervised::spawn(cmd, &log, "test tree").unwrap();
-        let sid = p.pid();
+        cmd.args(["-c", script]);
+        let p = Supervised::spawn(cmd, &log, "test tree").unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
         while !tail_file(&log, 5).contains("started") {
             assert!(Instant::now() < deadline, "never started");
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
+        (tmp, p)
+    }
+
+    #[tokio::test]
+    async fn stop_ends_the_whole_session_including_grandchildren() {
+        // A grandchild that ignores SIGTERM, and one in a process group of its own (job control).
+        let (_tmp, mut p) =
+            spawn_started("(trap '' TERM; sleep 300) & set -m; (sleep 302 &) ; echo started; wait")
+                .await;
+        let sid = p.pid();
         assert!(session_members(sid).len() >= 2);
         p.stop(Duration::from_millis(300)).await;
         assert!(
@@ -309,19 +314,10 @@ mod tests {
 
     #[tokio::test]
     async fn once_the_leader_is_gone_stragglers_do_not_hold_the_stop() {
-        let tmp = tempfile::tempdir().unwrap();
-        let log = tmp.path().join("log");
-        let mut cmd = Command::new("bash");
         // The leader exits on SIGTERM (bash's default); its child ignores SIGTERM, like a Ray
         // helper that has not noticed its node is gone.
-        cmd.args(["-c", "(trap '' TERM; sleep 300) & echo started; wait"]);
-        let mut p = Supervised::spawn(cmd, &log, "test tree").unwrap();
+        let (_tmp, mut p) = spawn_started("(trap '' TERM; sleep 300) & echo started; wait").await;
         let sid = p.pid();
-        let deadline = Instant::now() + Duration::from_secs(10);
-        while !tail_file(&log, 5).contains("started") {
-            assert!(Instant::now() < deadline, "never started");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
         let started = Instant::now();
         p.stop(Duration::from_secs(60)).await;
         assert!(session_members(sid).is_empty());
