@@ -50,10 +50,11 @@ def ray_hpc_bin() -> str:
 
 
 def stats(xs: list[float]) -> dict:
-    """Median, min and max of a non-empty list."""
+    """Median, min, max and mean of a non-empty list."""
     if not xs:
         raise ValueError("no measurements")
-    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs), "n": len(xs)}
+    return {"median": statistics.median(xs), "min": min(xs), "max": max(xs),
+            "mean": statistics.fmean(xs), "n": len(xs)}
 
 
 def fmt(x: float, unit: str = "s", digits: int = 2) -> str:

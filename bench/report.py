@@ -63,8 +63,11 @@ def main() -> None:
     report_dir = a.report_dir or a.out
     rel = os.path.relpath(a.out, report_dir)
 
+    # `bench/run --only X` reruns some benchmarks and keeps the others' earlier results.
+    scope = ("the benchmarks named there in this run, the others' results kept from an "
+             "earlier run" if "--only" in a.command else "all benchmarks in one run")
     parts = ["# Benchmarks\n",
-             f"Written by `{a.command}` (all benchmarks in one run, on the Slurm test bed of one "
+             f"Written by `{a.command}` ({scope}, on the Slurm test bed of one "
              "machine: 4 slurmd nodes sharing it). Each figure is the median over the runs, "
              "with min–max in brackets. Sections below say what is measured, how, and the "
              "exact commands.\n",
