@@ -47,9 +47,18 @@ def machine() -> list[list[str]]:
         ["Slurm", cmd_out(["sinfo", "-V"])],
         ["Python", platform.python_version()],
         ["Rust", cmd_out(["rustc", "-V"])],
-        ["ray-hpc", cmd_out(["git", "-C", str(ROOT), "describe", "--always", "--dirty"])
+        ["ray-hpc", code_version()
          + f", `{os.environ.get('RAY_HPC_BENCH_PROFILE', 'release')}` build"],
     ]
+
+
+def code_version() -> str:
+    """The commit, `-dirty` if the code differs from it. The results themselves do not count:
+    a full run deletes bench/results/ first, which `git describe --dirty` would flag."""
+    commit = cmd_out(["git", "-C", str(ROOT), "rev-parse", "--short", "HEAD"])
+    r = subprocess.run(["git", "-C", str(ROOT), "status", "--porcelain", "--", ".",
+                        ":!bench/results", ":!BENCHMARKS.md"], capture_output=True, text=True)
+    return commit + ("-dirty" if r.returncode != 0 or r.stdout.strip() else "")
 
 
 def main() -> None:
