@@ -551,3 +551,59 @@ fn a_worker_job_that_ends_before_joining_is_counted_and_replaced() {
     c.down();
     home.assert_no_leftovers(Duration::from_secs(30));
 }
+
+#[test]
+fn a_worker_job_that_starts_after_the_heads_ready_timeout_still_joins() {
+    if !slurm_testbed() {
+        return;
+    }
+    let home = TestHome::new();
+    // The head's bring-up deadline is ready_timeout_s after its start. A worker job that
+    // starts later (demand can come at any time in a cluster's life) must get its own time to
+    // join, not what is left of the head's: it used to get 1 s, fail, and be replaced forever.
+    let ready_timeout = Duration::from_secs(30);
+    let c = Cluster::up(
+        &home,
+        "as9",
+        &format!(
+            "ready_timeout_s = {}\n\n[autoscaler]\nenabled = true\nmax_workers = 1\nidle_timeout_s = 300\n\n[[node_types]]\nname = \"cpu\"\ncpus = 1\n",
+            ready_timeout.as_secs()
+        ),
+    );
+    let up_at = std::time::Instant::now();
+    // The precondition is a time: the head's deadline must be behind us.
+    wait_for(
+        "the head's ready_timeout_s to pass",
+        ready_timeout * 2,
+        || (up_at.elapsed() > ready_timeout + Duration::from_secs(2)).then_some(()),
+        String::new,
+    );
+    let mut driver = c.driver(
+        "import ray, time\nfrom ray.autoscaler.sdk import request_resources\nray.init()\nrequest_resources(num_cpus=2)\nprint('REQUESTED', flush=True)\ntime.sleep(600)\n",
+    );
+    wait_for(
+        "the worker to join after the head's deadline",
+        Duration::from_secs(120),
+        || {
+            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).into_owned();
+            st.contains(" 1 cpu").then_some(())
+        },
+        || {
+            format!(
+                "{}\n{:?}\n{}",
+                String::from_utf8_lossy(&c.ray(&["status"]).stdout),
+                cluster_jobs("as9"),
+                c.head_log()
+            )
+        },
+    );
+    // Joined at the first try: one worker job in the queue, no failed start reported.
+    let jobs = cluster_jobs("as9");
+    assert_eq!(jobs.len(), 2, "{jobs:?}\n{}", c.head_log());
+    let log = c.head_log();
+    assert!(!log.contains("failed:"), "{log}");
+    let _ = driver.kill();
+    let _ = driver.wait();
+    c.down();
+    home.assert_no_leftovers(Duration::from_secs(30));
+}

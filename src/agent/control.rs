@@ -103,12 +103,18 @@ impl PlanBase {
             ),
             resources: Some(res),
             env: self.env.clone().into_iter().collect(),
-            join_timeout_ms: self
-                .ready_deadline
-                .saturating_duration_since(std::time::Instant::now())
-                .saturating_sub(REPORT_MARGIN)
-                .max(Duration::from_secs(1))
-                .as_millis() as u64,
+            // The allocation's nodes join by the head's bring-up deadline. A worker job of its
+            // own (autoscaled) starts whenever the scheduler runs it, perhaps long after that
+            // deadline: 0 leaves it its own ready_timeout_s.
+            join_timeout_ms: if req.node_type.is_empty() {
+                self.ready_deadline
+                    .saturating_duration_since(std::time::Instant::now())
+                    .saturating_sub(REPORT_MARGIN)
+                    .max(Duration::from_secs(1))
+                    .as_millis() as u64
+            } else {
+                0
+            },
         })
     }
 }
@@ -373,6 +379,25 @@ mod tests {
         assert_eq!(plan.node_address, "10.0.0.5");
         let err = base().plan_for(&request("n7", "")).unwrap_err();
         assert!(err.message().contains("network.interface"), "{err}");
+    }
+
+    #[test]
+    fn a_worker_job_of_its_own_joins_by_its_own_timeout_not_the_heads_bring_up_deadline() {
+        // The head came up long ago: its bring-up deadline has passed.
+        let old = PlanBase {
+            ready_deadline: std::time::Instant::now(),
+            ..base()
+        };
+        // A node of the allocation that registers now is late: it gets the minimum.
+        let late = old.plan_for(&request("n2", "")).unwrap();
+        assert_eq!(late.join_timeout_ms, 1000);
+        // An autoscaled worker job starts whenever the scheduler runs it, hours later perhaps:
+        // the head sets no limit, and the worker agent joins by its own ready_timeout_s.
+        let joiner = RegisterRequest {
+            node_type: "cpu".into(),
+            ..request("n2", "")
+        };
+        assert_eq!(old.plan_for(&joiner).unwrap().join_timeout_ms, 0);
     }
 
     #[test]

@@ -117,7 +117,8 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
         plan.node_address
     );
 
-    // Join by the head's deadline (less a margin), so a failure is reported while it listens.
+    // Join by the head's deadline (less a margin), so a failure is reported while it listens;
+    // a worker job of its own gets 0 (no limit from the head) and keeps its own deadline.
     let deadline = if plan.join_timeout_ms > 0 {
         deadline.min(Instant::now() + Duration::from_millis(plan.join_timeout_ms))
     } else {
