@@ -1042,6 +1042,26 @@ impl<'a> Packer<'a> {
         left
     }
 
+    /// Puts into one bin of group `i` what [`simulate_fill`] said it takes of each item, and
+    /// takes that off `left`. Returns the groups split off `i` (its other bins).
+    fn take_scored(
+        &mut self,
+        i: usize,
+        items: &[(usize, u64, u32)],
+        takes: &[u64],
+        left: &mut [u64],
+    ) -> std::ops::Range<usize> {
+        let fx = self.fx;
+        let before = self.groups.len();
+        for (k, &(sid, _, unit)) in items.iter().enumerate() {
+            if takes[k] > 0 {
+                self.take(i, &fx.shapes[sid], takes[k], 1, unit);
+                left[k] -= takes[k];
+            }
+        }
+        before..self.groups.len()
+    }
+
     /// Fills the bins there are bin by bin, in the order of how well each would be used by
     /// what is left of the items ([`simulate_fill`], best first): each takes as many of each
     /// item, in order, as it holds. Returns what is left of each item.
@@ -1108,15 +1128,8 @@ impl<'a> Packer<'a> {
                 heap.push((Score(score), std::cmp::Reverse(i)));
                 continue;
             }
-            let before = self.groups.len();
-            for (k, &(sid, _, unit)) in items.iter().enumerate() {
-                if takes[k] > 0 {
-                    self.take(i, &fx.shapes[sid], takes[k], 1, unit);
-                    left[k] -= takes[k];
-                }
-            }
             // This bin is done; the other bins of its group, if any, are a group of their own.
-            for j in before..self.groups.len() {
+            for j in self.take_scored(i, items, &takes, &mut left) {
                 if let Some((s, _)) = score_of(self, j, &left) {
                     heap.push((Score(s), std::cmp::Reverse(j)));
                 }
@@ -1181,15 +1194,8 @@ impl<'a> Packer<'a> {
             let Some((_, takes)) = score_bin(self, i, &left) else {
                 continue;
             };
-            let before = self.groups.len();
-            for (k, &(sid, _, unit)) in items.iter().enumerate() {
-                if takes[k] > 0 {
-                    self.take(i, &fx.shapes[sid], takes[k], 1, unit);
-                    left[k] -= takes[k];
-                }
-            }
             // The other bins of its group, if any, are a group of their own now.
-            for j in before..self.groups.len() {
+            for j in self.take_scored(i, items, &takes, &mut left) {
                 push(self, j, &left, &mut version, &mut best_heap, &mut takers);
             }
             // Bins that would take more of an item than is left: score them again.
