@@ -67,6 +67,34 @@ impl<'a> Cluster<'a> {
             .unwrap()
     }
 
+    /// What Ray's own `ray status` prints for this cluster.
+    fn ray_status(&self) -> String {
+        String::from_utf8_lossy(&self.ray(&["status"]).stdout).into_owned()
+    }
+
+    /// Waits until `check` finds what it looks for in `ray status`; a timeout shows the
+    /// status, the cluster's jobs in the queue and the logs.
+    fn wait_for_ray_status<T>(
+        &self,
+        what: &str,
+        within: Duration,
+        check: impl Fn(&str) -> Option<T>,
+    ) -> T {
+        wait_for(
+            what,
+            within,
+            || check(&self.ray_status()),
+            || {
+                format!(
+                    "{}\n{:?}\n{}",
+                    self.ray_status(),
+                    cluster_jobs(&self.name),
+                    self.head_log()
+                )
+            },
+        )
+    }
+
     /// Runs a driver; its output goes to driver.log in the test's home.
     fn driver(&self, code: &str) -> Child {
         let log = std::fs::File::create(self.home.path().join("driver.log")).unwrap();
@@ -123,20 +151,13 @@ fn demand_becomes_worker_jobs_that_ray_status_shows_and_idle_workers_go_back() {
     let mut most_jobs = 0;
     // While the worker jobs are queued, Ray's own `ray status` lists them as pending, with the
     // job id and Slurm's reason.
-    let pending = wait_for(
+    let pending = c.wait_for_ray_status(
         "ray status to show the queued worker jobs",
         Duration::from_secs(90),
-        || {
+        |st| {
             // (`ray status` prints the details in lower case.)
-            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).to_lowercase();
+            let st = st.to_lowercase();
             (st.contains("slurm job") && st.contains("queued (resources)")).then_some(st)
-        },
-        || {
-            format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&c.ray(&["status"]).stdout),
-                c.head_log()
-            )
         },
     );
     // ray-hpc status shows them too: worker jobs, queued, with Slurm's reason.
@@ -218,19 +239,11 @@ fn infeasible_demand_is_reported_and_refused_submissions_back_off() {
     );
     // Ray's own `ray status` lists the refused submission under its failures, and the GPU
     // demand; Slurm's words are in the head's log.
-    let st = wait_for(
+    let st = c.wait_for_ray_status(
         "ray status to show the refused submission and the GPU demand",
         Duration::from_secs(90),
-        || {
-            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).into_owned();
-            (st.contains("cpu: LaunchFailed") && st.contains("'GPU': 1.0")).then_some(st)
-        },
-        || {
-            format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&c.ray(&["status"]).stdout),
-                c.head_log()
-            )
+        |st| {
+            (st.contains("cpu: LaunchFailed") && st.contains("'GPU': 1.0")).then(|| st.to_string())
         },
     );
     let log = c.head_log();
@@ -279,14 +292,10 @@ fn no_worker_job_outlives_its_heads_job() {
         "as3",
         "[autoscaler]\nenabled = true\nmax_workers = 1\n\n[[node_types]]\nname = \"cpu\"\ncpus = 1\nmin_workers = 1\n",
     );
-    wait_for(
+    c.wait_for_ray_status(
         "the min_workers node to join",
         Duration::from_secs(90),
-        || {
-            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).into_owned();
-            st.contains(" 1 cpu").then_some(())
-        },
-        || format!("{:?}\n{}", cluster_jobs("as3"), c.head_log()),
+        |st| st.contains(" 1 cpu").then_some(()),
     );
     let jobs = cluster_jobs("as3");
     assert_eq!(jobs.len(), 2, "{jobs:?}");
@@ -367,20 +376,10 @@ fn request_resources_scales_up_and_holds_the_nodes() {
     let mut driver = c.driver(
         "import ray, time\nfrom ray.autoscaler.sdk import request_resources\nray.init()\nrequest_resources(num_cpus=3)\nprint('REQUESTED', flush=True)\ntime.sleep(600)\n",
     );
-    wait_for(
+    c.wait_for_ray_status(
         "two workers to join for the request",
         Duration::from_secs(120),
-        || {
-            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).into_owned();
-            st.contains(" 2 cpu").then_some(())
-        },
-        || {
-            format!(
-                "{}\n{}",
-                String::from_utf8_lossy(&c.ray(&["status"]).stdout),
-                c.head_log()
-            )
-        },
+        |st| st.contains(" 2 cpu").then_some(()),
     );
     // Idle far past idle_timeout_s (5 s), and still there while the request holds: several
     // scheduler polls and idle checks go by while we watch the queue.
@@ -581,21 +580,10 @@ fn a_worker_job_that_starts_after_the_heads_ready_timeout_still_joins() {
     let mut driver = c.driver(
         "import ray, time\nfrom ray.autoscaler.sdk import request_resources\nray.init()\nrequest_resources(num_cpus=2)\nprint('REQUESTED', flush=True)\ntime.sleep(600)\n",
     );
-    wait_for(
+    c.wait_for_ray_status(
         "the worker to join after the head's deadline",
         Duration::from_secs(120),
-        || {
-            let st = String::from_utf8_lossy(&c.ray(&["status"]).stdout).into_owned();
-            st.contains(" 1 cpu").then_some(())
-        },
-        || {
-            format!(
-                "{}\n{:?}\n{}",
-                String::from_utf8_lossy(&c.ray(&["status"]).stdout),
-                cluster_jobs("as9"),
-                c.head_log()
-            )
-        },
+        |st| st.contains(" 1 cpu").then_some(()),
     );
     // Joined at the first try: one worker job in the queue, no failed start reported.
     let jobs = cluster_jobs("as9");
