@@ -22,6 +22,9 @@ pub const NODE_STATES: [&str; 4] = ["running", "idle", "draining", "dead"];
 /// The scheduler job states `rayhpc_scheduler_jobs` always reports.
 pub const JOB_STATES: [&str; 4] = ["pending", "running", "completing", "ended"];
 
+/// The scheduler commands `rayhpc_scheduler_command_failures` reports (at 0) from the start.
+pub const SCHEDULER_COMMANDS: [&str; 3] = ["submit", "query", "cancel"];
+
 /// Resources `rayhpc_pending_demand` reports (at 0) from the start.
 pub const BASE_RESOURCES: [&str; 3] = ["CPU", "GPU", "memory"];
 
@@ -55,6 +58,8 @@ struct Inner {
     scheduler_jobs: Family<Label, Gauge>,
     submissions: Family<Label, Counter>,
     submission_failures: Family<Label, Counter>,
+    scheduler_up: Gauge,
+    scheduler_command_failures: Family<Label, Counter>,
 }
 
 impl Metrics {
@@ -71,6 +76,14 @@ impl Metrics {
         let scheduler_jobs = Family::<Label, Gauge>::default();
         let submissions = Family::<Label, Counter>::default();
         let submission_failures = Family::<Label, Counter>::default();
+        let scheduler_up = Gauge::default();
+        scheduler_up.set(1);
+        let scheduler_command_failures = Family::<Label, Counter>::default();
+        for command in SCHEDULER_COMMANDS {
+            scheduler_command_failures
+                .get_or_create(&label("command", command))
+                .inc_by(0);
+        }
         let info = Family::<Label, Gauge>::default();
         info.get_or_create(&label("version", env!("CARGO_PKG_VERSION")))
             .set(1);
@@ -117,6 +130,17 @@ impl Metrics {
             submission_failures.clone(),
         );
 
+        registry.register(
+            "scheduler_up",
+            "1 while the scheduler's commands answer, 0 while the autoscaler backs off from it",
+            scheduler_up.clone(),
+        );
+        registry.register(
+            "scheduler_command_failures",
+            "Scheduler commands that failed or did not answer in time, by command",
+            scheduler_command_failures.clone(),
+        );
+
         Self {
             inner: Arc::new(Inner {
                 registry,
@@ -128,6 +152,8 @@ impl Metrics {
                 scheduler_jobs,
                 submissions,
                 submission_failures,
+                scheduler_up,
+                scheduler_command_failures,
             }),
         }
     }
@@ -191,6 +217,19 @@ impl Metrics {
                 .get_or_create(&label("node_type", t))
                 .inc_by(0);
         }
+    }
+
+    /// Whether the scheduler answers (1) or the autoscaler is backing off from it (0).
+    pub fn set_scheduler_up(&self, up: bool) {
+        self.inner.scheduler_up.set(i64::from(up));
+    }
+
+    /// One scheduler command (`submit`, `query`, `cancel`, ...) that failed or timed out.
+    pub fn inc_scheduler_command_failures(&self, command: &str) {
+        self.inner
+            .scheduler_command_failures
+            .get_or_create(&label("command", command))
+            .inc();
     }
 
     pub fn inc_submissions(&self, node_type: &str) {
@@ -318,6 +357,8 @@ mod tests {
             ("rayhpc_scheduler_jobs", "gauge"),
             ("rayhpc_submissions", "counter"),
             ("rayhpc_submission_failures", "counter"),
+            ("rayhpc_scheduler_up", "gauge"),
+            ("rayhpc_scheduler_command_failures", "counter"),
         ] {
             assert!(
                 text.contains(&format!("# TYPE {name} {ty}\n")),
@@ -352,7 +393,31 @@ mod tests {
         m.set_expected_nodes(5);
         m.set_bringup_seconds(12.5);
         m.set_scheduler_jobs(&[("pending", 2), ("running", 1)]);
+        assert_eq!(
+            sample(&text, "rayhpc_scheduler_up{cluster=\"c1\"}"),
+            Some(1.0)
+        );
+        m.set_scheduler_up(false);
+        m.inc_scheduler_command_failures("query");
         let text = m.render();
+        assert_eq!(
+            sample(&text, "rayhpc_scheduler_up{cluster=\"c1\"}"),
+            Some(0.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "rayhpc_scheduler_command_failures_total{cluster=\"c1\",command=\"query\"}"
+            ),
+            Some(1.0)
+        );
+        assert_eq!(
+            sample(
+                &text,
+                "rayhpc_scheduler_command_failures_total{cluster=\"c1\",command=\"cancel\"}"
+            ),
+            Some(0.0)
+        );
         assert_eq!(
             sample(
                 &text,

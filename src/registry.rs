@@ -128,6 +128,25 @@ pub struct ClusterRecord {
     /// What the autoscaler wants the user to know: infeasible demand, refused submissions.
     #[serde(default)]
     pub autoscaler_notes: Vec<String>,
+    /// Set while the autoscaler cannot get answers from the scheduler.
+    #[serde(default)]
+    pub scheduler_outage: Option<SchedulerOutage>,
+}
+
+/// The autoscaler cannot get answers from the scheduler: what failed, since when, and when it
+/// tries again. The head keeps serving meanwhile.
+#[derive(Debug, Clone, Serialize, Deserialize, PartialEq, Eq)]
+pub struct SchedulerOutage {
+    /// The command that failed last, as a user would type it.
+    pub command: String,
+    /// Its error: stderr and exit status, or that it did not answer in time.
+    pub error: String,
+    /// When the failures began.
+    pub since_unix: u64,
+    /// Failed calls in a row.
+    pub failures: u32,
+    /// When the autoscaler asks the scheduler again.
+    pub retry_unix: u64,
 }
 
 impl ClusterRecord {
@@ -165,6 +184,7 @@ impl ClusterRecord {
             job_output: None,
             worker_jobs: vec![],
             autoscaler_notes: vec![],
+            scheduler_outage: None,
         }
     }
 }
@@ -443,6 +463,7 @@ mod tests {
             job_output: None,
             worker_jobs: vec![],
             autoscaler_notes: vec![],
+            scheduler_outage: None,
         }
     }
 

@@ -102,6 +102,7 @@ fn fake_cluster(home: &TestHome, name: &str, state: ClusterState, temp_dir: &str
         job_output: None,
         worker_jobs: vec![],
         autoscaler_notes: vec![],
+        scheduler_outage: None,
     })
     .unwrap();
     dir

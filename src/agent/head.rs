@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, BTreeSet};
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
@@ -14,7 +15,8 @@ use super::control::{self, ControlService, PlanBase, WorkerEvent};
 use super::node::{self, RunningNode, StartOptions};
 use super::signals::Signals;
 use super::supervisor::{Supervised, tail_file};
-use crate::autoscaler::reconciler::{JoinCommand, Reconciler};
+use crate::autoscaler::controller::{self, ControllerHandle, Observations};
+use crate::autoscaler::reconciler::{AutoscalerStatus, JoinCommand, Reconciler};
 use crate::autoscaler::{Demand, NodeStatus, ObservedNode, observe_gcs};
 use crate::config::{AuthMode, Config};
 use crate::discovery::{self, DiscoveryOptions, NodeResources};
@@ -30,7 +32,7 @@ use crate::scheduler::{Allocation, Scheduler};
 pub struct HeadOptions {
     pub config: Config,
     pub config_path: Option<PathBuf>,
-    pub scheduler: Box<dyn Scheduler>,
+    pub scheduler: Arc<dyn Scheduler>,
     /// The driver command; empty keeps the cluster up until it is stopped.
     pub driver: Vec<OsString>,
 }
@@ -71,7 +73,7 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
     let alloc = scheduler.allocation()?;
     if alloc.this_node != alloc.head().name {
         return Err(anyhow!(
-            "`ray-hpc run` must run on the allocation's first node ({}), not on {}; run it from the batch script, not inside srun",
+            "`ray-hpc run` must run on the allocation's first node ({}), not on {}; run it from the batch script, not inside a job step",
             alloc.head().name,
             alloc.this_node
         ));
@@ -83,7 +85,7 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
         std::env::var("PATH").ok().as_deref(),
     )?;
     let grant = scheduler.node_grant(&alloc)?;
-    let host_addresses = scheduler.host_addresses(&alloc)?;
+    let host_addresses = scheduler.host_addresses(&alloc).await?;
     let resources = discovery::discover(
         &grant,
         &DiscoveryOptions {
@@ -153,7 +155,7 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
             cluster_id,
             self_exe,
             config_path: opts.config_path,
-            scheduler: scheduler.as_ref(),
+            scheduler: &scheduler,
             driver: opts.driver,
             started,
         },
@@ -196,7 +198,7 @@ struct Bringup<'a> {
     cluster_id: String,
     self_exe: PathBuf,
     config_path: Option<PathBuf>,
-    scheduler: &'a dyn Scheduler,
+    scheduler: &'a Arc<dyn Scheduler>,
     driver: Vec<OsString>,
     started: Instant,
 }
@@ -209,6 +211,8 @@ struct Running {
     head_node: Option<RunningNode>,
     server: Option<tokio::task::JoinHandle<()>>,
     metrics_server: Option<tokio::task::JoinHandle<()>>,
+    observer: Option<tokio::task::JoinHandle<()>>,
+    autoscaler: Option<ControllerHandle>,
 }
 
 async fn run_cluster(head: &mut Head, signals: &mut Signals, b: Bringup<'_>) -> Result<i32, Stop> {
@@ -310,7 +314,7 @@ async fn bring_up_and_drive(
         }
         let mut cmd = b
             .scheduler
-            .fan_out(&alloc, &argv, &cfg.slurm.srun_args)
+            .fan_out(&alloc, &argv)
             .map_err(|e| Stop::Failed(e.to_string()))?
             .expect("several hosts always fan out");
         cmd.env(control::SECRET_ENV, &b.secret);
@@ -552,72 +556,93 @@ async fn bring_up_and_drive(
             ))
         })?)
     };
-    // The autoscaler, when on, runs every GCS poll; the plain watch every 5 s.
-    let mut autoscaler = cfg.autoscaler.enabled.then(|| {
-        Reconciler::new(
-            scheduler::by_name(b.scheduler.name(), scheduler::process_env())
-                .expect("the head's own scheduler has an adapter"),
+    // The cluster is observed in a task of its own: every autoscaler poll when the autoscaler
+    // is on (it runs a round on each observation, in its own task), else every 5 s.
+    let period = if cfg.autoscaler.enabled {
+        cfg.autoscaler.poll_interval()
+    } else {
+        Duration::from_secs(5)
+    };
+    let (observations, observer) = crate::ray::gcs::observe_every(gcs.clone(), period);
+    running.observer = Some(observer);
+    if cfg.autoscaler.enabled {
+        let types: Vec<&str> = cfg.node_types.iter().map(|t| t.name.as_str()).collect();
+        metrics.declare_node_types(&types);
+        tracing::info!("autoscaler on: node types {}", types.join(", "));
+        let reconciler = Reconciler::new(
+            b.scheduler.clone(),
             JoinCommand {
                 exe: b.self_exe.clone(),
                 config_path: b.config_path.clone(),
                 cluster: head.record.name.clone(),
                 output_dir: head.dir.path.clone(),
                 env: scheduler::job_env(),
-                extra_directives: cfg.slurm.extra_directives.clone(),
                 head_job_id: head.record.job_id.clone(),
             },
             &cfg.autoscaler,
             &cfg.node_types,
-        )
-    });
-    if autoscaler.is_some() {
-        let types: Vec<&str> = cfg.node_types.iter().map(|t| t.name.as_str()).collect();
-        metrics.declare_node_types(&types);
-        tracing::info!("autoscaler on: node types {}", types.join(", "));
+            metrics.clone(),
+        );
+        running.autoscaler = Some(controller::spawn(
+            reconciler,
+            Arc::new(gcs.clone()),
+            observations.clone(),
+        ));
     }
-    let period = if autoscaler.is_some() {
-        Duration::from_secs_f64(cfg.autoscaler.poll_interval_s)
-    } else {
-        Duration::from_secs(5)
-    };
-    let mut watch = tokio::time::interval(period);
-    let result = drive(
+    let autoscaler_status = running.autoscaler.as_ref().map(|a| a.status.clone());
+    drive(
         head,
         signals,
-        &mut driver,
-        running,
-        &gcs,
-        &metrics,
-        &mut watch,
-        &mut autoscaler,
-        &mut events,
+        Driving {
+            driver: &mut driver,
+            running,
+            metrics: &metrics,
+            observations,
+            autoscaler_status,
+            events: &mut events,
+        },
     )
-    .await;
-    if let Some(a) = autoscaler.as_mut() {
-        // No orphans: every job this head submitted goes with it.
-        a.cancel_all();
-    }
-    result
+    .await
 }
 
-/// Waits for the driver (or a signal) while keeping the record, metrics and autoscaler going.
-#[allow(clippy::too_many_arguments)]
-async fn drive(
-    head: &mut Head,
-    signals: &mut Signals,
-    driver: &mut Option<tokio::process::Child>,
-    running: &mut Running,
-    gcs: &GcsClient,
-    metrics: &Metrics,
-    watch: &mut tokio::time::Interval,
-    autoscaler: &mut Option<Reconciler>,
-    events: &mut mpsc::UnboundedReceiver<WorkerEvent>,
-) -> Result<i32, Stop> {
+/// What the cluster's life is watched through while it runs.
+struct Driving<'a> {
+    driver: &'a mut Option<tokio::process::Child>,
+    running: &'a mut Running,
+    metrics: &'a Metrics,
+    observations: Observations,
+    /// The autoscaler's status, when it is on.
+    autoscaler_status: Option<watch::Receiver<AutoscalerStatus>>,
+    events: &'a mut mpsc::UnboundedReceiver<WorkerEvent>,
+}
+
+/// Waits for the driver (or a signal) while keeping the record and metrics in step with the
+/// cluster. Every arm is quick: whatever waits on the outside world (the GCS, the scheduler)
+/// runs in a task of its own and reports here through a channel.
+async fn drive(head: &mut Head, signals: &mut Signals, d: Driving<'_>) -> Result<i32, Stop> {
+    let Driving {
+        driver,
+        running,
+        metrics,
+        mut observations,
+        mut autoscaler_status,
+        events,
+    } = d;
     loop {
         let head_exit = async {
             match running.head_node.as_mut() {
                 Some(h) => h.process.wait().await,
                 None => std::future::pending().await,
+            }
+        };
+        let autoscaler_changed = async {
+            let Some(rx) = autoscaler_status.as_mut() else {
+                return std::future::pending().await;
+            };
+            match rx.changed().await {
+                Ok(()) => rx.borrow_and_update().clone(),
+                // The autoscaler stopped (it only does at teardown): nothing more to show.
+                Err(_) => std::future::pending().await,
             }
         };
         tokio::select! {
@@ -639,21 +664,21 @@ async fn drive(
                 let logs = running.head_node.as_ref().map(|h| super::supervisor::ray_failure_logs(h.process.log_path(), &h.spec.temp_dir, 30)).unwrap_or_default();
                 return Err(Stop::Failed(format!("the Ray head exited ({status}) while the cluster was running\n{logs}")));
             }
-            _ = watch.tick() => {
-                if let Ok(state) = gcs.cluster_resource_state().await {
-                    // Read once, for the record, the metrics and the autoscaler.
+            changed = observations.changed() => {
+                if changed.is_err() {
+                    continue;
+                }
+                let state = observations.borrow_and_update().clone();
+                if let Some(state) = state {
                     let (nodes, demands) = observe_gcs(&state);
                     observe(head, metrics, &nodes, &demands);
-                    if let Some(a) = autoscaler.as_mut() {
-                        let plan = a.reconcile(gcs, &state, &nodes, &demands, metrics).await;
-                        let (jobs, notes) = a.summary(&plan);
-                        if jobs != head.record.worker_jobs || notes != head.record.autoscaler_notes {
-                            head.record.worker_jobs = jobs;
-                            head.record.autoscaler_notes = notes;
-                            head.save();
-                        }
-                    }
                 }
+            }
+            status = autoscaler_changed => {
+                head.record.worker_jobs = status.worker_jobs;
+                head.record.autoscaler_notes = status.notes;
+                head.record.scheduler_outage = status.outage;
+                head.save();
             }
             ev = events.recv() => match ev {
                 Some(WorkerEvent::Report(r)) if r.state == ReportState::Failed as i32 => {
@@ -829,6 +854,26 @@ async fn stop_driver(driver: &mut tokio::process::Child, sig: i32, grace: Durati
     }
 }
 
+/// Stops the autoscaler and cancels every worker job it submitted (no orphans), alongside the
+/// rest of the teardown and never for longer than `grace`: a scheduler that does not answer
+/// must not hold the teardown up (such jobs end by themselves once their head is gone).
+async fn give_back_worker_jobs(autoscaler: Option<ControllerHandle>, grace: Duration) {
+    let Some(controller) = autoscaler else {
+        return;
+    };
+    let Some(mut reconciler) = controller.stop().await else {
+        return;
+    };
+    if tokio::time::timeout(grace, reconciler.cancel_all())
+        .await
+        .is_err()
+    {
+        tracing::warn!(
+            "the scheduler did not take the worker jobs' cancel within {grace:?}; they end by themselves once they find their head gone"
+        );
+    }
+}
+
 /// Tells the workers to stop and stops the head's Ray at the same time: a cancelled job has
 /// only the scheduler's KillWait before everything is SIGKILLed, temp dirs and all.
 async fn teardown(head: &mut Head, running: &mut Running) {
@@ -852,12 +897,17 @@ async fn teardown(head: &mut Head, running: &mut Running) {
             node::stop_node(node, grace).await;
         }
     };
-    tokio::join!(workers, head_node);
+    let worker_jobs = give_back_worker_jobs(running.autoscaler.take(), grace);
+    tokio::join!(workers, head_node, worker_jobs);
     // Dropped only now so that worker streams end with Shutdown, not a broken connection.
     drop(shutdown);
-    for server in [running.server.take(), running.metrics_server.take()]
-        .into_iter()
-        .flatten()
+    for server in [
+        running.server.take(),
+        running.metrics_server.take(),
+        running.observer.take(),
+    ]
+    .into_iter()
+    .flatten()
     {
         server.abort();
     }

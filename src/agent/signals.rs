@@ -1,5 +1,5 @@
-//! The signals that end a cluster: Ctrl-C, scancel/bkill (SIGTERM), a lost terminal (SIGHUP),
-//! and the scheduler's walltime warning (`#SBATCH --signal=B:USR1@300`).
+//! The signals that end a cluster: Ctrl-C, a scheduler's cancel (SIGTERM), a lost terminal
+//! (SIGHUP), and the scheduler's walltime warning (SIGUSR1, which the job templates ask for).
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 

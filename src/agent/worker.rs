@@ -55,7 +55,8 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     let scheduler_address = match (&opts.node_type, &cfg.network.interface) {
         (Some(_), None) => opts
             .scheduler
-            .host_addresses(&alloc)?
+            .host_addresses(&alloc)
+            .await?
             .get(&alloc.this_node)
             .copied(),
         _ => None,

@@ -8,7 +8,7 @@ use crate::agent::control::SECRET_ENV;
 use crate::agent::worker::{self, WorkerOptions};
 use crate::config::Config;
 use crate::registry::{self, ClusterDir};
-use crate::scheduler;
+use crate::scheduler::Place;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -59,7 +59,7 @@ pub fn run(args: &Args, config: Config) -> anyhow::Result<i32> {
     // Keep the secret out of everything this agent starts.
     // SAFETY: no other thread exists yet.
     unsafe { std::env::remove_var(SECRET_ENV) };
-    let scheduler = scheduler::select(config.scheduler, scheduler::process_env())?;
+    let scheduler = config.open_scheduler(Place::InsideJob)?;
     super::runtime()?.block_on(worker::run(WorkerOptions {
         config,
         scheduler,

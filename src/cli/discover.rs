@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::discovery::{self, DiscoveryOptions};
-use crate::scheduler;
+use crate::scheduler::Place;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -12,13 +12,13 @@ pub struct Args {
 }
 
 pub fn run(args: &Args, config: &Config) -> anyhow::Result<i32> {
-    let scheduler = scheduler::select(config.scheduler, scheduler::process_env())?;
+    let scheduler = config.open_scheduler(Place::InsideJob)?;
     let alloc = scheduler.allocation()?;
     let grant = scheduler.node_grant(&alloc)?;
     let scheduler_address = match config.network.interface {
         Some(_) => None,
-        None => scheduler
-            .host_addresses(&alloc)?
+        None => super::runtime()?
+            .block_on(scheduler.host_addresses(&alloc))?
             .get(&alloc.this_node)
             .copied(),
     };

@@ -7,7 +7,7 @@ use anyhow::anyhow;
 
 use crate::config::Config;
 use crate::registry::{self, ClusterDir, ClusterState};
-use crate::scheduler::{self, JobState};
+use crate::scheduler::{self, Scheduler};
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -21,7 +21,7 @@ pub struct Args {
     timeout: u64,
 }
 
-pub fn run(args: &Args, _config: Config) -> anyhow::Result<i32> {
+pub fn run(args: &Args, config: Config) -> anyhow::Result<i32> {
     let root = registry::root()?;
     let names: Vec<String> = if args.all {
         registry::list_names(&root)
@@ -32,7 +32,9 @@ pub fn run(args: &Args, _config: Config) -> anyhow::Result<i32> {
     };
     let mut code = 0;
     for name in &names {
-        if let Err(e) = down_one(&root, name, args.all, Duration::from_secs(args.timeout)) {
+        let timeout = Duration::from_secs(args.timeout);
+        let ended = super::runtime()?.block_on(down_one(&root, name, args.all, timeout, &config));
+        if let Err(e) = ended {
             eprintln!("ray-hpc: {name}: {e:#}");
             code = 1;
         }
@@ -40,11 +42,12 @@ pub fn run(args: &Args, _config: Config) -> anyhow::Result<i32> {
     Ok(code)
 }
 
-fn down_one(
+async fn down_one(
     root: &std::path::Path,
     name: &str,
     quiet_if_over: bool,
     timeout: Duration,
+    config: &Config,
 ) -> anyhow::Result<()> {
     let dir = ClusterDir::open_existing(root, name)?;
     let record = dir.load()?;
@@ -54,33 +57,14 @@ fn down_one(
         }
         return Ok(());
     }
-    let jobs: Vec<String> = [record.job_id.clone()]
-        .into_iter()
+    // The head's job and the autoscaler's worker jobs: one cancel, one query for all.
+    let jobs: Vec<String> = std::iter::once(record.job_id.clone())
+        .chain(record.worker_jobs.iter().cloned())
         .filter(|j| !j.is_empty())
         .collect();
-    let sched = scheduler::by_name(&record.scheduler, scheduler::process_env())?;
-    sched.cancel(&jobs)?;
-    // Wait until the scheduler has let go of them: nothing pending, running or completing.
-    let deadline = Instant::now() + timeout;
-    loop {
-        let active: Vec<String> = sched
-            .query(&jobs)?
-            .into_iter()
-            .filter(|j| !matches!(j.state, JobState::Ended(_)))
-            .map(|j| j.id)
-            .collect();
-        if active.is_empty() {
-            break;
-        }
-        if Instant::now() >= deadline {
-            return Err(anyhow!(
-                "job(s) {} still not gone after {} s; check with the scheduler",
-                active.join(", "),
-                timeout.as_secs()
-            ));
-        }
-        std::thread::sleep(Duration::from_millis(500));
-    }
+    let sched = scheduler::by_name(&record.scheduler, config.scheduler_setup(&record.scheduler))?;
+    sched.cancel(&jobs).await?;
+    wait_gone(sched.as_ref(), &jobs, timeout).await?;
     let record = dir.update(|r| {
         if !r.state.is_over() {
             r.state = ClusterState::Ended;
@@ -96,5 +80,35 @@ fn down_one(
         },
         record.state
     );
+    Ok(())
+}
+
+/// Waits until the scheduler has let go of the jobs: nothing pending, running or completing.
+async fn wait_gone(
+    sched: &dyn Scheduler,
+    jobs: &[String],
+    timeout: Duration,
+) -> anyhow::Result<()> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        let active: Vec<String> = sched
+            .query(jobs)
+            .await?
+            .into_iter()
+            .filter(|j| !j.state.is_ended())
+            .map(|j| j.id)
+            .collect();
+        if active.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                "job(s) {} still not gone after {} s; check with the scheduler",
+                active.join(", "),
+                timeout.as_secs()
+            ));
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
     Ok(())
 }

@@ -12,9 +12,10 @@ mod up;
 
 use std::path::PathBuf;
 
-use clap::{Parser, Subcommand, ValueEnum};
+use clap::{Parser, Subcommand};
 
-use crate::config::{Config, SchedulerChoice};
+use crate::config::Config;
+use crate::scheduler;
 
 #[derive(Parser)]
 #[command(
@@ -27,18 +28,11 @@ struct Cli {
     /// Config file (default: $RAY_HPC_CONFIG, else ~/.ray-hpc/config.toml if it exists).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<PathBuf>,
-    /// Which scheduler's allocation to use (overrides the config's `scheduler`).
-    #[arg(long, global = true, value_enum)]
-    scheduler: Option<SchedulerArg>,
+    /// Which scheduler to use (overrides the config's `scheduler`).
+    #[arg(long, global = true, value_parser = clap::builder::PossibleValuesParser::new(scheduler::choices()))]
+    scheduler: Option<String>,
     #[command(subcommand)]
     command: Command,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum SchedulerArg {
-    Auto,
-    Slurm,
-    Local,
 }
 
 #[derive(Subcommand)]
@@ -68,12 +62,8 @@ enum Command {
 /// Loads the config and applies command-line overrides.
 fn load_config(cli: &Cli) -> anyhow::Result<(Config, Option<PathBuf>)> {
     let (mut config, path) = Config::discover(cli.config.as_deref())?;
-    if let Some(s) = cli.scheduler {
-        config.scheduler = match s {
-            SchedulerArg::Auto => SchedulerChoice::Auto,
-            SchedulerArg::Slurm => SchedulerChoice::Slurm,
-            SchedulerArg::Local => SchedulerChoice::Local,
-        };
+    if let Some(s) = &cli.scheduler {
+        config.scheduler = s.clone();
     }
     Ok((config, path))
 }

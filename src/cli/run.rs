@@ -5,7 +5,7 @@ use std::path::PathBuf;
 
 use crate::agent::head::{self, HeadOptions};
 use crate::config::Config;
-use crate::scheduler;
+use crate::scheduler::Place;
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -22,11 +22,11 @@ pub fn run(args: &Args, mut config: Config, config_path: Option<PathBuf>) -> any
     if let Some(name) = &args.name {
         config.cluster.name = Some(name.clone());
     }
-    let scheduler = scheduler::select(config.scheduler, scheduler::process_env())?;
+    let scheduler = config.open_scheduler(Place::InsideJob)?;
     super::runtime()?.block_on(head::run(HeadOptions {
         config,
         config_path,
-        scheduler,
+        scheduler: scheduler.into(),
         driver: args.driver.clone(),
     }))
 }

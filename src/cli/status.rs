@@ -51,13 +51,13 @@ fn resolve(args: &Args) -> anyhow::Result<(Option<String>, Option<Duration>)> {
     }
 }
 
-pub fn run(args: &Args, _config: Config) -> anyhow::Result<i32> {
+pub fn run(args: &Args, config: Config) -> anyhow::Result<i32> {
     let (name, watch) = resolve(args)?;
     let root = registry::root()?;
     super::runtime()?.block_on(async move {
         match watch {
-            None => once(&root, name.as_deref(), args.json).await,
-            Some(every) => watch_loop(&root, name.as_deref(), args.json, every).await,
+            None => once(&root, name.as_deref(), args.json, &config).await,
+            Some(every) => watch_loop(&root, name.as_deref(), args.json, every, &config).await,
         }
     })
 }
@@ -68,10 +68,11 @@ async fn frame(
     name: Option<&str>,
     json: bool,
     compact: bool,
+    config: &Config,
 ) -> Result<String, registry::RegistryError> {
     Ok(match name {
         None => {
-            let list = gather::list(root).await;
+            let list = gather::list(root, config).await;
             if json {
                 render::list_json(&list, compact)
             } else {
@@ -79,7 +80,7 @@ async fn frame(
             }
         }
         Some(name) => {
-            let v = gather::one(root, name).await?;
+            let v = gather::one(root, name, config).await?;
             if json {
                 render::cluster_json(&v, compact)
             } else {
@@ -97,8 +98,8 @@ fn emit(text: &str) -> bool {
         .is_ok()
 }
 
-async fn once(root: &Path, name: Option<&str>, json: bool) -> anyhow::Result<i32> {
-    match frame(root, name, json, false).await {
+async fn once(root: &Path, name: Option<&str>, json: bool, config: &Config) -> anyhow::Result<i32> {
+    match frame(root, name, json, false, config).await {
         Ok(text) => {
             emit(&if json { text + "\n" } else { text });
             Ok(0)
@@ -115,6 +116,7 @@ async fn watch_loop(
     name: Option<&str>,
     json: bool,
     every: Duration,
+    config: &Config,
 ) -> anyhow::Result<i32> {
     let mut sigint = signal(SignalKind::interrupt())?;
     let mut sigterm = signal(SignalKind::terminate())?;
@@ -122,7 +124,7 @@ async fn watch_loop(
     let mut first = true;
     loop {
         let result = tokio::select! {
-            r = frame(root, name, json, true) => r,
+            r = frame(root, name, json, true, config) => r,
             _ = sigint.recv() => return Ok(0),
             _ = sigterm.recv() => return Ok(0),
         };

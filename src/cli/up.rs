@@ -7,10 +7,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 
-use crate::config::{Config, SchedulerChoice};
+use crate::config::{self, Config};
 use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState};
 use crate::scheduler::{
-    self, JobInfo, JobRequest, JobState, Scheduler, SchedulerError, shell_join, shell_quote,
+    self, JobInfo, JobRequest, JobState, OutputPath, Place, Scheduler, shell_join, shell_quote,
 };
 
 #[derive(clap::Args)]
@@ -22,11 +22,17 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     nodes: u32,
     /// Partition (queue) to submit to.
-    #[arg(long)]
+    #[arg(long, visible_alias = "queue")]
     partition: Option<String>,
-    /// Walltime, as the scheduler writes it (Slurm: 30, 1:00:00, 1-00:00:00).
+    /// Account (project) the job is charged to.
     #[arg(long)]
-    time: Option<String>,
+    account: Option<String>,
+    /// Walltime: minutes, HH:MM:SS, D-HH:MM:SS, or with units (90m, 2h, 1d 12h).
+    #[arg(long, value_parser = parse_time)]
+    time: Option<Duration>,
+    /// Memory per node: a whole number with a K, M, G or T suffix (4G).
+    #[arg(long, value_parser = parse_memory)]
+    memory: Option<u64>,
     /// CPUs per node.
     #[arg(long)]
     cpus_per_node: Option<u32>,
@@ -51,23 +57,21 @@ pub struct Args {
     driver: Vec<String>,
 }
 
-/// `auto` on a login node: Slurm when its tools are here, else this machine.
-fn choose_scheduler(config: &Config) -> anyhow::Result<Box<dyn Scheduler>> {
-    let choice = match config.scheduler {
-        SchedulerChoice::Auto if on_path("sbatch") => SchedulerChoice::Slurm,
-        SchedulerChoice::Auto => SchedulerChoice::Local,
-        other => other,
-    };
-    Ok(scheduler::select(choice, scheduler::process_env())?)
+fn parse_time(s: &str) -> Result<Duration, String> {
+    config::parse_walltime(s).ok_or_else(|| format!("{s:?} {}", config::WALLTIME_SYNTAX))
 }
 
-fn on_path(program: &str) -> bool {
-    std::env::var_os("PATH")
-        .is_some_and(|p| std::env::split_paths(&p).any(|d| d.join(program).is_file()))
+fn parse_memory(s: &str) -> Result<u64, String> {
+    config::parse_memory(s).map_err(|why| format!("{s:?} {why}"))
 }
 
 pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow::Result<i32> {
-    let scheduler = choose_scheduler(&config)?;
+    super::runtime()?.block_on(up(args, config, config_path))
+}
+
+async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow::Result<i32> {
+    // `auto` on a login node: the scheduler whose tools are here, else this machine.
+    let scheduler = config.open_scheduler(Place::LoginNode)?;
     let name = args
         .name
         .clone()
@@ -99,12 +103,14 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
         nodes: args.nodes,
         cpus_per_node: args.cpus_per_node,
         gpus_per_node: args.gpus_per_node,
-        partition: args.partition.clone(),
-        time: args.time.clone(),
-        extra_directives: config.slurm.extra_directives.clone(),
-        output: dir.path.join("job.out"),
+        memory_per_node: args.memory,
+        queue: args.partition.clone(),
+        account: args.account.clone(),
+        walltime: args.time,
+        output: OutputPath(dir.path.join("job.out")),
         command: shell_join(&command),
         env: scheduler::job_env(),
+        ..Default::default()
     };
     let script = scheduler.render_job(&request)?;
     if args.dry_run {
@@ -114,7 +120,7 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
 
     let dir = ClusterDir::create(&root, &name)?;
     let mut record = ClusterRecord {
-        job_output: Some(request.output.clone()),
+        job_output: Some(request.output.0.clone()),
         ..ClusterRecord::new(
             &name,
             scheduler.name(),
@@ -125,13 +131,10 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
         )
     };
     dir.save(&record)?;
-    let job_id = match scheduler.submit(&script, &request) {
+    let job_id = match scheduler.submit(&script, &request).await {
         Ok(id) => id,
         Err(e) => {
-            let message = match &e {
-                SchedulerError::Refused { message, .. } => message.clone(),
-                other => other.to_string(),
-            };
+            let message = e.reason();
             record.state = ClusterState::Failed;
             record.message = Some(message.clone());
             dir.save(&record)?;
@@ -156,11 +159,11 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
         eprintln!("follow it with `ray-hpc status {name}`; end it with `ray-hpc down {name}`");
         return Ok(0);
     }
-    wait_ready(args, &dir, scheduler.as_ref(), &job_id, &progress)
+    wait_ready(args, &dir, scheduler.as_ref(), &job_id, &progress).await
 }
 
 /// Polls the record (cheap, local) often and the scheduler (one query) every few seconds.
-fn wait_ready(
+async fn wait_ready(
     args: &Args,
     dir: &ClusterDir,
     scheduler: &dyn Scheduler,
@@ -177,7 +180,7 @@ fn wait_ready(
     loop {
         let record = dir.load()?;
         if last_query.is_none_or(|t| t.elapsed() >= SCHEDULER_POLL) {
-            match scheduler.query(&[job_id.to_string()]) {
+            match scheduler.query(&[job_id.to_string()]).await {
                 Ok(jobs) => {
                     job = jobs.into_iter().next();
                     job_known |= job.is_some();
@@ -215,13 +218,10 @@ fn wait_ready(
             _ => {}
         }
         // The job ended without its head ever saying so (killed, failed to start ray-hpc).
-        let job_over = job_known
-            && job
-                .as_ref()
-                .is_none_or(|j| matches!(j.state, JobState::Ended(_)));
+        let job_over = job_known && job.as_ref().is_none_or(|j| j.state.is_ended());
         if job_over && last_query.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
             // Give the head's last write a moment to land before calling it.
-            std::thread::sleep(Duration::from_millis(500));
+            tokio::time::sleep(Duration::from_millis(500)).await;
             let record = dir.load()?;
             if record.state == ClusterState::Ready || record.state.is_over() {
                 continue;
@@ -229,7 +229,7 @@ fn wait_ready(
             progress.finish();
             let how = job
                 .as_ref()
-                .map(|j| format!("{:?}", j.state))
+                .map(|j| j.state.to_string())
                 .unwrap_or_else(|| "gone".into());
             let message = format!("job {job_id} ended ({how}) before the cluster was ready");
             dir.update(|r| {
@@ -247,7 +247,7 @@ fn wait_ready(
                 record.name, args.timeout
             );
             if args.cancel_on_timeout {
-                scheduler.cancel(&[job_id.to_string()])?;
+                scheduler.cancel(&[job_id.to_string()]).await?;
                 dir.update(|r| {
                     if !r.state.is_over() {
                         r.state = ClusterState::Failed;
@@ -263,7 +263,7 @@ fn wait_ready(
             }
             return Ok(1);
         }
-        std::thread::sleep(Duration::from_millis(500));
+        tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
@@ -414,7 +414,7 @@ mod tests {
         ClusterRecord {
             schema: 1,
             name: "c".into(),
-            scheduler: "slurm".into(),
+            scheduler: "local".into(),
             job_id: "5".into(),
             state,
             message: None,
@@ -435,6 +435,7 @@ mod tests {
             job_output: None,
             worker_jobs: vec![],
             autoscaler_notes: vec![],
+            scheduler_outage: None,
         }
     }
 

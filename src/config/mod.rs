@@ -1,9 +1,10 @@
 //! The ray-hpc configuration file (TOML). Every key is optional; a missing file means defaults.
 //!
 //! ```toml
-//! scheduler = "auto"            # auto | slurm | local
+//! scheduler = "auto"            # auto, or a scheduler's name (see `ray-hpc config check`)
 //! auth = "token"                # token | none
 //! ready_timeout_s = 120
+//! scheduler_timeout_s = 30      # the longest any one scheduler command may take
 //! [cluster]
 //! name = "my-cluster"
 //! temp_root = "/tmp"
@@ -18,9 +19,8 @@
 //! interface = "ib0"
 //! [teardown]
 //! grace_s = 10
-//! [slurm]
-//! srun_args = ["--mpi=none"]
-//! extra_directives = ["#SBATCH --account=proj1"]
+//! [<scheduler>]                 # each scheduler's own section (keys: its adapter's)
+//! extra_directives = ["..."]    # header lines in that scheduler's syntax
 //! [autoscaler]
 //! enabled = true
 //! max_workers = 16
@@ -34,19 +34,19 @@
 //! max_consecutive_failures = 5
 //! [[node_types]]                # one table per node type
 //! name = "cpu"
-//! partition = "debug"
+//! partition = "debug"           # or `queue`: the same thing
 //! account = "proj1"
 //! qos = "normal"
 //! constraint = "skylake"
 //! cpus = 2
 //! gpus = 0
 //! memory = "4G"                 # bytes, or K/M/G/T (1K = 1024)
-//! time = "1:00:00"
+//! time = "1:00:00"             # or "90m", "2h", "1d 12h"
 //! min_workers = 0
 //! max_workers = 4
 //! resources = { nvme = 1.0 }
 //! labels = { zone = "a" }
-//! extra_directives = ["#SBATCH --exclusive"]
+//! extra_directives = ["..."]    # header lines in the scheduler's syntax
 //! ```
 //!
 //! Parsing never stops at the first mistake: [`Config::parse`] walks the whole document and
@@ -69,7 +69,16 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::scheduler;
+
 pub use error::{ConfigError, ConfigProblem, Location, ProblemKind};
+pub use parse::WALLTIME_SYNTAX;
+
+/// A memory size: a whole number with a `K`, `M`, `G` or `T` suffix (1K = 1024), in bytes; the
+/// error says what is wrong.
+pub fn parse_memory(s: &str) -> Result<u64, String> {
+    parse::memory_of(s)
+}
 
 /// Allowed values of `ready_timeout_s` (seconds).
 pub const READY_TIMEOUT_S_RANGE: RangeInclusive<u64> = 1..=86_400;
@@ -85,6 +94,8 @@ pub const PORT_RANGE_MIN_SPAN: u16 = 200;
 /// object manager, runtime-env agent, dashboard agent, metrics, our control service, with room
 /// to spare): `ray.port_range` must hold `ray.worker_ports + FIXED_PORTS_PER_NODE` ports.
 pub const FIXED_PORTS_PER_NODE: u16 = 16;
+/// Allowed values of `scheduler_timeout_s` (seconds).
+pub const SCHEDULER_TIMEOUT_S_RANGE: RangeInclusive<u64> = 1..=3_600;
 /// Allowed values of `teardown.grace_s` (seconds).
 pub const GRACE_S_RANGE: RangeInclusive<u64> = 1..=300;
 /// Longest `cluster.name`.
@@ -150,15 +161,20 @@ pub type EnvLookup<'a> = &'a dyn Fn(&str) -> Option<OsString>;
 /// The whole configuration. `Default` gives every default.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Config {
-    /// `scheduler`: which batch scheduler to use: `auto` (default; `slurm` when `SLURM_JOB_ID`
-    /// is set, else `local`), `slurm` or `local`.
-    pub scheduler: SchedulerChoice,
+    /// `scheduler`: which batch scheduler to use: `auto` (default: inside a job, the
+    /// scheduler whose job it is; on a login node, the one whose tools are installed; else this
+    /// machine alone), or a scheduler's name (see [`scheduler::choices`]).
+    pub scheduler: String,
     /// `auth`: `token` (default; Ray's token authentication, one token per cluster) or `none`
     /// (Ray without authentication; anyone who can reach the ports can run code: the CLI warns).
     pub auth: AuthMode,
     /// `ready_timeout_s`: how long to wait for every node to join before failing, in seconds
     /// (1..=86400, default 120).
     pub ready_timeout_s: u64,
+    /// `scheduler_timeout_s`: the longest one scheduler command (submit, query, cancel, address
+    /// lookup) may take before it is killed and counted as failed, in seconds (1..=3600,
+    /// default 30).
+    pub scheduler_timeout_s: u64,
     /// `[cluster]`: naming and per-node scratch space.
     pub cluster: ClusterConfig,
     /// `[ray]`: how Ray is started.
@@ -167,14 +183,16 @@ pub struct Config {
     pub network: NetworkConfig,
     /// `[teardown]`: how Ray is stopped.
     pub teardown: TeardownConfig,
-    /// `[slurm]`: Slurm-specific settings.
-    pub slurm: SlurmConfig,
     /// `[autoscaler]`: whether and how ray-hpc submits worker jobs for Ray's pending demand.
     pub autoscaler: AutoscalerConfig,
     /// `[[node_types]]`: the kinds of worker node the autoscaler may ask the scheduler for.
     /// Names are unique. Default: none.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub node_types: Vec<NodeTypeConfig>,
+    /// Each scheduler's own section, by its name, as checked against its adapter's schema
+    /// ([`scheduler::SettingsSchema`]). Default: none.
+    #[serde(flatten)]
+    pub scheduler_settings: BTreeMap<String, scheduler::Settings>,
 }
 
 /// `[cluster]`
@@ -262,17 +280,6 @@ pub struct TeardownConfig {
     pub grace_s: u64,
 }
 
-/// `[slurm]`
-#[derive(Debug, Clone, Default, PartialEq, Serialize)]
-pub struct SlurmConfig {
-    /// `slurm.srun_args`: extra arguments for the one `srun` step that starts an agent on every
-    /// node, e.g. `["--mpi=none"]`. Default: none.
-    pub srun_args: Vec<String>,
-    /// `slurm.extra_directives`: extra header lines for the job scripts `ray-hpc up` writes,
-    /// each a whole `#SBATCH ...` line, e.g. `["#SBATCH --account=proj1"]`. Default: none.
-    pub extra_directives: Vec<String>,
-}
-
 /// `[autoscaler]`
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct AutoscalerConfig {
@@ -315,16 +322,17 @@ pub struct NodeTypeConfig {
     /// `name` (required): 1 to 32 of `A-Z a-z 0-9 _ -`, unique, not `head`. Ray sees it as the
     /// node's type (`RAY_NODE_TYPE_NAME`).
     pub name: String,
-    /// `partition`: the scheduler partition (Slurm `--partition`). Default: the scheduler's.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub partition: Option<String>,
-    /// `account`: the account charged (Slurm `--account`).
+    /// `partition` (or `queue`, the same thing): the scheduler's queue. Default: the
+    /// scheduler's.
+    #[serde(rename = "partition", skip_serializing_if = "Option::is_none")]
+    pub queue: Option<String>,
+    /// `account`: the account (or project) charged.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub account: Option<String>,
-    /// `qos`: the quality of service (Slurm `--qos`).
+    /// `qos`: the quality of service.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub qos: Option<String>,
-    /// `constraint`: node features required (Slurm `--constraint`).
+    /// `constraint`: node features required.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub constraint: Option<String>,
     /// `cpus` (required): CPUs per node, at least 1.
@@ -336,10 +344,14 @@ pub struct NodeTypeConfig {
     /// Default: the scheduler's.
     #[serde(rename = "memory", skip_serializing_if = "Option::is_none")]
     pub memory_bytes: Option<u64>,
-    /// `time`: the walltime in the scheduler's syntax (`minutes`, `MM:SS`, `HH:MM:SS`,
-    /// `D-HH`, `D-HH:MM`, `D-HH:MM:SS`). Default: the scheduler's. See [`walltime_seconds`].
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub time: Option<String>,
+    /// `time`: the walltime of each worker job (see [`parse_walltime`] for the forms);
+    /// rendered back as `[D-]HH:MM:SS`. Default: the scheduler's.
+    #[serde(
+        rename = "time",
+        skip_serializing_if = "Option::is_none",
+        serialize_with = "serialize_walltime"
+    )]
+    pub walltime: Option<Duration>,
     /// `min_workers`: nodes of this type kept even when idle (default 0).
     pub min_workers: u32,
     /// `max_workers`: the most nodes of this type (default `autoscaler.max_workers`, filled in
@@ -352,41 +364,10 @@ pub struct NodeTypeConfig {
     /// `labels`: Ray node labels, e.g. `{ zone = "a" }` (string values; Ray's label syntax).
     #[serde(skip_serializing_if = "BTreeMap::is_empty")]
     pub labels: BTreeMap<String, String>,
-    /// `extra_directives`: extra header lines for this type's job scripts, each a whole
-    /// `#SBATCH ...` line (like `slurm.extra_directives`, which come first).
+    /// `extra_directives`: extra header lines for this type's job scripts, each a whole line
+    /// in the scheduler's own syntax (after the scheduler section's `extra_directives`).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub extra_directives: Vec<String>,
-}
-
-/// `scheduler`: which batch scheduler ray-hpc talks to. More will come (LSF, YARN).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Hash, Serialize)]
-#[serde(rename_all = "lowercase")]
-#[non_exhaustive]
-pub enum SchedulerChoice {
-    /// Slurm when `SLURM_JOB_ID` is set, else local.
-    #[default]
-    Auto,
-    Slurm,
-    /// Processes on this machine, no batch scheduler.
-    Local,
-}
-
-impl SchedulerChoice {
-    /// Every choice, in the order messages list them.
-    pub const ALL: &'static [SchedulerChoice] = &[
-        SchedulerChoice::Auto,
-        SchedulerChoice::Slurm,
-        SchedulerChoice::Local,
-    ];
-
-    /// The name used in the file and on the command line.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            SchedulerChoice::Auto => "auto",
-            SchedulerChoice::Slurm => "slurm",
-            SchedulerChoice::Local => "local",
-        }
-    }
 }
 
 /// `auth`: whether Ray runs with token authentication.
@@ -437,20 +418,20 @@ macro_rules! name_enum_impls {
         }
     };
 }
-name_enum_impls!(SchedulerChoice);
 name_enum_impls!(AuthMode);
 
 impl Default for Config {
     fn default() -> Self {
         Config {
-            scheduler: SchedulerChoice::Auto,
+            scheduler: scheduler::AUTO.to_string(),
             auth: AuthMode::Token,
             ready_timeout_s: 120,
+            scheduler_timeout_s: 30,
             cluster: ClusterConfig::default(),
             ray: RayConfig::default(),
             network: NetworkConfig::default(),
             teardown: TeardownConfig::default(),
-            slurm: SlurmConfig::default(),
+            scheduler_settings: BTreeMap::new(),
             autoscaler: AutoscalerConfig::default(),
             node_types: Vec::new(),
         }
@@ -506,18 +487,47 @@ fn seconds(s: f64) -> Duration {
     Duration::try_from_secs_f64(s.max(0.0)).unwrap_or(Duration::MAX)
 }
 
-impl NodeTypeConfig {
-    /// `time` in seconds, when set.
-    pub fn time_limit_s(&self) -> Option<u64> {
-        self.time.as_deref().and_then(walltime_seconds)
+/// A walltime: `minutes`, `MM:SS`, `HH:MM:SS`, `D-HH`, `D-HH:MM` or `D-HH:MM:SS` (fields after
+/// the first below 60, hours below 24 after a day count), or a length with units (`90m`,
+/// `2h`, `1d 12h`). `None` for anything else, and for a zero or overflowing length.
+pub fn parse_walltime(s: &str) -> Option<Duration> {
+    let s = s.trim();
+    let secs = match clock_seconds(s) {
+        Some(secs) => secs,
+        None if s.bytes().any(|b| b.is_ascii_alphabetic()) => {
+            humantime::parse_duration(s).ok()?.as_secs()
+        }
+        None => return None,
+    };
+    (secs > 0).then(|| Duration::from_secs(secs))
+}
+
+/// `[D-]HH:MM:SS`, how walltimes are shown.
+pub fn format_walltime(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let clock = format!(
+        "{:02}:{:02}:{:02}",
+        rest / 3600,
+        (rest / 60) % 60,
+        rest % 60
+    );
+    if days > 0 {
+        format!("{days}-{clock}")
+    } else {
+        clock
     }
 }
 
-/// The length of a walltime in the scheduler's syntax, in seconds: `minutes`, `MM:SS`,
-/// `HH:MM:SS`, `D-HH`, `D-HH:MM` or `D-HH:MM:SS` (as Slurm's `--time`). Fields after the first
-/// must be below 60 (hours below 24 after a day count). `None` for anything else, and for a
-/// zero or overflowing length.
-pub fn walltime_seconds(s: &str) -> Option<u64> {
+fn serialize_walltime<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {
+    match d {
+        Some(d) => s.serialize_str(&format_walltime(*d)),
+        None => s.serialize_none(),
+    }
+}
+
+/// The clock forms of [`parse_walltime`], in seconds.
+fn clock_seconds(s: &str) -> Option<u64> {
     fn num(f: &str) -> Option<u64> {
         if f.is_empty() || !f.bytes().all(|b| b.is_ascii_digit()) {
             return None;
@@ -530,14 +540,12 @@ pub fn walltime_seconds(s: &str) -> Option<u64> {
         None => (None, s),
     };
     let fields: Vec<&str> = rest.split(':').collect();
-    let secs = match (days, fields.as_slice()) {
-        (None, [m]) => num(m)?.checked_mul(60)?,
-        (None, [m, sec]) => num(m)?
-            .checked_mul(60)?
-            .checked_add(below(num(sec)?, 60)?)?,
+    match (days, fields.as_slice()) {
+        (None, [m]) => num(m)?.checked_mul(60),
+        (None, [m, sec]) => num(m)?.checked_mul(60)?.checked_add(below(num(sec)?, 60)?),
         (None, [h, m, sec]) => num(h)?
             .checked_mul(3600)?
-            .checked_add(below(num(m)?, 60)? * 60 + below(num(sec)?, 60)?)?,
+            .checked_add(below(num(m)?, 60)? * 60 + below(num(sec)?, 60)?),
         (Some(d), [h, more @ ..]) if more.len() <= 2 => {
             let h = below(num(h)?, 24)?;
             let m = match more.first() {
@@ -548,12 +556,10 @@ pub fn walltime_seconds(s: &str) -> Option<u64> {
                 Some(sec) => below(num(sec)?, 60)?,
                 None => 0,
             };
-            d.checked_mul(86_400)?
-                .checked_add(h * 3600 + m * 60 + sec)?
+            d.checked_mul(86_400)?.checked_add(h * 3600 + m * 60 + sec)
         }
-        _ => return None,
-    };
-    (secs > 0).then_some(secs)
+        _ => None,
+    }
 }
 
 impl Default for ClusterConfig {
@@ -700,6 +706,34 @@ impl Config {
     /// The node type named `name`.
     pub fn node_type(&self, name: &str) -> Option<&NodeTypeConfig> {
         self.node_types.iter().find(|t| t.name == name)
+    }
+
+    /// `scheduler_timeout_s` as a [`Duration`].
+    pub fn scheduler_timeout(&self) -> Duration {
+        Duration::from_secs(self.scheduler_timeout_s)
+    }
+
+    /// What the adapter named `name` is opened with here: this process's environment, its
+    /// config section, and real commands bounded by `scheduler_timeout_s`.
+    pub fn scheduler_setup(&self, name: &str) -> scheduler::Setup {
+        scheduler::Setup::live(
+            self.scheduler_settings
+                .get(name)
+                .cloned()
+                .unwrap_or_default(),
+            self.scheduler_timeout(),
+        )
+    }
+
+    /// The scheduler for `place`, opened: the configured one, or for `auto` the one `place`
+    /// suggests.
+    pub fn open_scheduler(
+        &self,
+        place: scheduler::Place,
+    ) -> Result<Box<dyn scheduler::Scheduler>, scheduler::SchedulerError> {
+        let env = scheduler::process_env();
+        let adapter = scheduler::choose(&self.scheduler, place, &env)?;
+        (adapter.open)(self.scheduler_setup(adapter.name))
     }
 }
 

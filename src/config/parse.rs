@@ -8,6 +8,8 @@ use std::ops::{Range, RangeInclusive};
 use std::path::PathBuf;
 
 use toml::Spanned;
+
+use crate::scheduler;
 use toml::de::{DeArray, DeInteger, DeString, DeTable, DeValue};
 
 use super::error::{ConfigError, ConfigProblem, ProblemKind};
@@ -16,15 +18,16 @@ use super::*;
 type Key<'i> = Spanned<DeString<'i>>;
 type Val<'i> = Spanned<DeValue<'i>>;
 
+/// The top-level keys of ray-hpc's own; each scheduler's section comes after them.
 const TOP_KEYS: &[&str] = &[
     "scheduler",
     "auth",
     "ready_timeout_s",
+    "scheduler_timeout_s",
     "cluster",
     "ray",
     "network",
     "teardown",
-    "slurm",
     "autoscaler",
     "node_types",
 ];
@@ -39,7 +42,6 @@ const RAY_KEYS: &[&str] = &[
 ];
 const NETWORK_KEYS: &[&str] = &["interface"];
 const TEARDOWN_KEYS: &[&str] = &["grace_s"];
-const SLURM_KEYS: &[&str] = &["srun_args", "extra_directives"];
 const AUTOSCALER_KEYS: &[&str] = &[
     "enabled",
     "max_workers",
@@ -55,6 +57,7 @@ const AUTOSCALER_KEYS: &[&str] = &[
 const NODE_TYPE_KEYS: &[&str] = &[
     "name",
     "partition",
+    "queue",
     "account",
     "qos",
     "constraint",
@@ -69,19 +72,36 @@ const NODE_TYPE_KEYS: &[&str] = &[
     "extra_directives",
 ];
 
-/// Every table of the schema with its keys ("" is the top level).
-pub(crate) const SECTIONS: &[(&str, &[&str])] = &[
-    ("", TOP_KEYS),
-    ("cluster", CLUSTER_KEYS),
-    ("ray", RAY_KEYS),
-    ("network", NETWORK_KEYS),
-    ("teardown", TEARDOWN_KEYS),
-    ("slurm", SLURM_KEYS),
-    ("autoscaler", AUTOSCALER_KEYS),
-    ("node_types", NODE_TYPE_KEYS),
-];
+/// Every table of the schema with its keys ("" is the top level): ray-hpc's own, then each
+/// scheduler's section as its adapter declares it.
+pub(crate) fn sections() -> Vec<(&'static str, Vec<&'static str>)> {
+    let schedulers = scheduler_sections();
+    let mut top = TOP_KEYS.to_vec();
+    top.extend(schedulers.iter().map(|s| s.section));
+    let mut all = vec![("", top)];
+    for (section, keys) in [
+        ("cluster", CLUSTER_KEYS),
+        ("ray", RAY_KEYS),
+        ("network", NETWORK_KEYS),
+        ("teardown", TEARDOWN_KEYS),
+        ("autoscaler", AUTOSCALER_KEYS),
+        ("node_types", NODE_TYPE_KEYS),
+    ] {
+        all.push((section, keys.to_vec()));
+    }
+    all.extend(schedulers.iter().map(|s| (s.section, s.key_names())));
+    all
+}
 
-/// The tables of [`SECTIONS`] that are arrays of tables (`[[node_types]]`): their keys are
+/// The schedulers' own sections.
+fn scheduler_sections() -> Vec<&'static scheduler::SettingsSchema> {
+    scheduler::ADAPTERS
+        .iter()
+        .filter_map(|a| a.settings)
+        .collect()
+}
+
+/// The tables of [`sections`] that are arrays of tables (`[[node_types]]`): their keys are
 /// shown with the entry's index, `node_types[1].cpus`.
 pub(crate) const ARRAY_SECTIONS: &[&str] = &["node_types"];
 
@@ -149,6 +169,8 @@ struct NodeTypeDraft {
     max: Option<Range<usize>>,
     /// `max_workers` was given with a bad value.
     max_bad: bool,
+    /// Where each good `extra_directives` line was given.
+    directive_spans: Vec<Range<usize>>,
 }
 
 impl Walker<'_> {
@@ -158,16 +180,20 @@ impl Walker<'_> {
         let mut drafts = Vec::new();
         // No node types at all (absent, or an empty array), for `autoscaler.enabled = true`.
         let mut no_node_types = true;
+        // Where a good `scheduler` was given, for the check of node types' header lines.
+        let mut scheduler_span = None;
         for (k, v) in doc {
             match k.get_ref().as_ref() {
                 "scheduler" => {
-                    if let Some(x) = self.choice(
-                        "scheduler",
-                        v,
-                        SchedulerChoice::ALL,
-                        SchedulerChoice::as_str,
-                    ) {
-                        c.scheduler = x;
+                    let choices = scheduler::choices();
+                    if let Some(x) = self.choice("scheduler", v, &choices, |c| c) {
+                        c.scheduler = x.to_string();
+                        scheduler_span = (x != scheduler::AUTO).then(|| v.span());
+                    }
+                }
+                "scheduler_timeout_s" => {
+                    if let Some(x) = self.int("scheduler_timeout_s", v, SCHEDULER_TIMEOUT_S_RANGE) {
+                        c.scheduler_timeout_s = x;
                     }
                 }
                 "auth" => {
@@ -200,11 +226,6 @@ impl Walker<'_> {
                         self.teardown(t, &mut c.teardown);
                     }
                 }
-                "slurm" => {
-                    if let Some(t) = self.table("slurm", v) {
-                        self.slurm(t, &mut c.slurm);
-                    }
-                }
                 "autoscaler" => {
                     if let Some(t) = self.table("autoscaler", v) {
                         seen = self.autoscaler(t, &mut c.autoscaler);
@@ -214,8 +235,19 @@ impl Walker<'_> {
                     no_node_types = matches!(v.get_ref(), DeValue::Array(a) if a.is_empty());
                     drafts = self.node_types(v);
                 }
-                _ => self.unknown("", k),
+                name => match scheduler_sections().into_iter().find(|s| s.section == name) {
+                    Some(schema) => {
+                        if let Some(t) = self.table(name, v) {
+                            let settings = self.scheduler_section(schema, t);
+                            c.scheduler_settings.insert(name.to_string(), settings);
+                        }
+                    }
+                    None => self.unknown("", k),
+                },
             }
+        }
+        if scheduler_span.is_some() {
+            self.directives_of_the_chosen_scheduler(&c.scheduler, &drafts);
         }
         self.node_type_rules(&mut c, &seen, drafts, no_node_types);
         c
@@ -458,7 +490,7 @@ impl Walker<'_> {
         &mut self,
         key: &str,
         v: &Spanned<DeValue<'_>>,
-        check: impl Fn(&str) -> Option<&'static str>,
+        check: impl Fn(&str) -> Option<String>,
     ) -> Option<Vec<String>> {
         let arr = self.array(key, v, "an array of strings")?;
         let mut items = Vec::new();
@@ -483,22 +515,56 @@ impl Walker<'_> {
         ok.then_some(items)
     }
 
-    fn slurm(&mut self, t: &DeTable<'_>, c: &mut SlurmConfig) {
+    /// A scheduler's own section, walked against its adapter's schema; the good values come
+    /// back as a table the adapter reads when it is opened.
+    fn scheduler_section(
+        &mut self,
+        schema: &scheduler::SettingsSchema,
+        t: &DeTable<'_>,
+    ) -> scheduler::Settings {
+        let mut settings = scheduler::Settings::new();
         for (k, v) in t {
-            match k.get_ref().as_ref() {
-                "srun_args" => {
-                    if let Some(args) = self.string_list("slurm.srun_args", v, |_| None) {
-                        c.srun_args = args;
-                    }
+            let name = k.get_ref().as_ref();
+            let key = join(schema.section, name);
+            let Some(spec) = schema.key(name) else {
+                self.unknown(schema.section, k);
+                continue;
+            };
+            let value = match spec.kind {
+                scheduler::SettingKind::Text(check) => {
+                    self.string(&key, v).and_then(|s| match check(s) {
+                        Some(why) => {
+                            self.bad_value(&key, v, why);
+                            None
+                        }
+                        None => Some(toml::Value::String(s.to_string())),
+                    })
                 }
-                "extra_directives" => {
-                    if let Some(lines) =
-                        self.string_list("slurm.extra_directives", v, directive_problem)
-                    {
-                        c.extra_directives = lines;
-                    }
+                scheduler::SettingKind::TextList(check) => self
+                    .string_list(&key, v, check)
+                    .map(|items| toml::Value::Array(items.into_iter().map(Into::into).collect())),
+            };
+            if let Some(value) = value {
+                settings.insert(name.to_string(), value);
+            }
+        }
+        settings
+    }
+
+    /// With a scheduler named, node types' header lines must be that scheduler's (any
+    /// scheduler's was checked while walking them).
+    fn directives_of_the_chosen_scheduler(&mut self, chosen: &str, drafts: &[NodeTypeDraft]) {
+        for d in drafts {
+            let lines = d.cfg.extra_directives.iter().zip(&d.directive_spans);
+            for (j, (line, span)) in lines.enumerate() {
+                if let Some(why) = scheduler::directive_problem(line, Some(chosen)) {
+                    let key = format!("{}.extra_directives[{j}]", d.prefix);
+                    let shown = self.shown(span);
+                    let msg = format!(
+                        "{key} = {shown} is not a header line of scheduler {chosen:?} ({why})"
+                    );
+                    self.push(ProblemKind::BadValue, &key, span.clone(), msg);
                 }
-                _ => self.unknown("slurm", k),
             }
         }
     }
@@ -634,14 +700,14 @@ impl Walker<'_> {
         let mut d = NodeTypeDraft {
             cfg: NodeTypeConfig {
                 name: String::new(),
-                partition: None,
+                queue: None,
                 account: None,
                 qos: None,
                 constraint: None,
                 cpus: 0,
                 gpus: 0,
                 memory_bytes: None,
-                time: None,
+                walltime: None,
                 min_workers: 0,
                 max_workers: 0,
                 resources: BTreeMap::new(),
@@ -652,6 +718,7 @@ impl Walker<'_> {
             min: None,
             max: None,
             max_bad: false,
+            directive_spans: Vec::new(),
             prefix,
         };
         let (mut has_name, mut has_cpus) = (false, false);
@@ -672,13 +739,20 @@ impl Walker<'_> {
                         }
                     }
                 }
-                "partition" | "account" | "qos" | "constraint" => {
+                "partition" | "queue" | "account" | "qos" | "constraint" => {
                     if let Some(s) = self.string(&key, v) {
                         match scheduler_word_problem(s) {
                             Some(why) => self.bad_value(&key, v, why),
+                            None if matches!(name, "partition" | "queue") && c.queue.is_some() => {
+                                self.bad_value(
+                                    &key,
+                                    v,
+                                    "repeats the queue: `partition` and `queue` are the same key",
+                                );
+                            }
                             None => {
                                 let slot = match name {
-                                    "partition" => &mut c.partition,
+                                    "partition" | "queue" => &mut c.queue,
                                     "account" => &mut c.account,
                                     "qos" => &mut c.qos,
                                     _ => &mut c.constraint,
@@ -706,15 +780,9 @@ impl Walker<'_> {
                 }
                 "time" => {
                     if let Some(s) = self.string(&key, v) {
-                        if walltime_seconds(s).is_some() {
-                            c.time = Some(s.to_string());
-                        } else {
-                            self.bad_value(
-                                &key,
-                                v,
-                                "is not a walltime above zero: minutes, MM:SS, HH:MM:SS, D-HH, \
-                                 D-HH:MM or D-HH:MM:SS",
-                            );
+                        match parse_walltime(s) {
+                            Some(d) => c.walltime = Some(d),
+                            None => self.bad_value(&key, v, WALLTIME_SYNTAX),
                         }
                     }
                 }
@@ -742,8 +810,12 @@ impl Walker<'_> {
                     }
                 }
                 "extra_directives" => {
-                    if let Some(lines) = self.string_list(&key, v, directive_problem) {
+                    let any_scheduler = |l: &str| scheduler::directive_problem(l, None);
+                    if let Some(lines) = self.string_list(&key, v, any_scheduler) {
                         c.extra_directives = lines;
+                        if let DeValue::Array(items) = v.get_ref() {
+                            d.directive_spans = items.iter().map(|i| i.span()).collect();
+                        }
                     }
                 }
                 _ => self.unknown_in("node_types", &d.prefix, k),
@@ -1130,10 +1202,11 @@ impl Walker<'_> {
     fn unknown_in(&mut self, section: &str, shown_as: &str, k: &Key<'_>) {
         let name = k.get_ref().as_ref();
         let path = join(shown_as, name);
-        let known = SECTIONS
+        let sections = sections();
+        let known = sections
             .iter()
             .find(|(s, _)| *s == section)
-            .map_or(&[][..], |(_, keys)| *keys);
+            .map_or(&[][..], |(_, keys)| keys.as_slice());
         let mut msg = format!("unknown key `{path}`");
         if let Some(s) = suggest(section, shown_as, name) {
             msg.push_str(&format!(", did you mean {s}?"));
@@ -1237,11 +1310,9 @@ fn interface_problem(name: &str) -> Option<String> {
     None
 }
 
-/// Why `line` is not a good `extra_directives` line, if it is not.
-fn directive_problem(line: &str) -> Option<&'static str> {
-    (!line.starts_with("#SBATCH ") || line.contains('\n'))
-        .then_some("must be one line starting with `#SBATCH `")
-}
+/// What a bad walltime is told.
+pub const WALLTIME_SYNTAX: &str = "is not a walltime above zero: minutes, MM:SS, HH:MM:SS, D-HH, \
+                                   D-HH:MM, D-HH:MM:SS, or with units like 90m, 2h, 1d 12h";
 
 /// Why `name` is not a good node type name, if it is not.
 fn node_type_name_problem(name: &str) -> Option<String> {
@@ -1264,20 +1335,20 @@ fn node_type_name_problem(name: &str) -> Option<String> {
     None
 }
 
-/// Why `word` is not a good partition, account, QOS or constraint, if it is not: it goes into
-/// a job script's `#SBATCH` line, so it must be one word.
-fn scheduler_word_problem(word: &str) -> Option<&'static str> {
+/// Why `word` is not a good queue, account, QOS or constraint, if it is not: it goes into a
+/// job script's header line, so it must be one word.
+fn scheduler_word_problem(word: &str) -> Option<String> {
     if word.is_empty() {
-        return Some("must not be empty (leave the key out for the scheduler's default)");
+        return Some("must not be empty (leave the key out for the scheduler's default)".into());
     }
     if word.chars().any(|c| c.is_whitespace() || c.is_control()) {
-        return Some("must be one word, without spaces or control characters");
+        return Some("must be one word, without spaces or control characters".into());
     }
     None
 }
 
 /// A memory size: a whole number with a `K`, `M`, `G` or `T` suffix (1K = 1024), in bytes.
-fn memory_of(s: &str) -> Result<u64, String> {
+pub(super) fn memory_of(s: &str) -> Result<u64, String> {
     let syntax = "is not a memory size: a whole number with a K, M, G or T suffix (1K = 1024), \
                   like \"4G\"";
     let Some(last) = s.chars().last() else {
@@ -1399,9 +1470,10 @@ fn label_value_problem(value: &str) -> Option<String> {
 /// miss in the same section (shown under `shown_as`).
 fn suggest(section: &str, shown_as: &str, key: &str) -> Option<String> {
     let lower = key.to_ascii_lowercase();
-    let known = SECTIONS.iter().find(|(s, _)| *s == section)?.1;
+    let sections = sections();
+    let known = &sections.iter().find(|(s, _)| *s == section)?.1;
     if !known.contains(&lower.as_str()) {
-        let elsewhere = SECTIONS
+        let elsewhere = sections
             .iter()
             .filter(|(s, _)| *s != section)
             .find(|(_, keys)| keys.contains(&lower.as_str()));

@@ -34,6 +34,23 @@ fn problems(text: &str) -> Vec<(String, ProblemKind, String)> {
 }
 
 /// The one problem in `text`.
+/// A scheduler's own section, as its adapter declares it (any one will do).
+fn scheduler_section() -> &'static scheduler::SettingsSchema {
+    scheduler::ADAPTERS
+        .iter()
+        .find_map(|a| a.settings)
+        .expect("a scheduler with a config section")
+}
+
+/// The header line full.toml gives its first node type.
+fn full_toml_directive() -> String {
+    let file: toml::Table = toml::from_str(FULL).unwrap();
+    file["node_types"][0]["extra_directives"][0]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
 fn problem(text: &str) -> (String, ProblemKind, String) {
     let mut all = problems(text);
     assert_eq!(
@@ -55,7 +72,8 @@ fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<OsString> + use<> {
 #[test]
 fn config_defaults() {
     let c = Config::default();
-    assert_eq!(c.scheduler, SchedulerChoice::Auto);
+    assert_eq!(c.scheduler, "auto");
+    assert_eq!(c.scheduler_timeout_s, 30);
     assert_eq!(c.auth, AuthMode::Token);
     assert_eq!(c.ready_timeout_s, 120);
     assert_eq!(c.cluster.name, None);
@@ -74,7 +92,7 @@ fn config_defaults() {
     assert!(c.ray.env.is_empty());
     assert_eq!(c.network.interface, None);
     assert_eq!(c.teardown.grace_s, 10);
-    assert!(c.slurm.srun_args.is_empty());
+    assert!(c.scheduler_settings.is_empty());
     assert_eq!(
         c.autoscaler,
         AutoscalerConfig {
@@ -97,8 +115,15 @@ fn config_defaults() {
     assert_eq!(Config::parse(EMPTY, "t.toml").unwrap(), c);
     // Empty tables are fine too.
     let empty_tables = "node_types = []\n[cluster]\n[ray]\n[ray.env]\n[network]\n[teardown]\n\
-                        [slurm]\n[autoscaler]\n";
+                        [autoscaler]\n";
     assert_eq!(Config::parse(empty_tables, "t.toml").unwrap(), c);
+    // And a scheduler's own section, empty, is kept as an empty table.
+    let section = scheduler_section().section;
+    let with_section = Config::parse(&format!("[{section}]\n"), "t.toml").unwrap();
+    assert_eq!(
+        with_section.scheduler_settings[section],
+        scheduler::Settings::new()
+    );
 }
 
 #[test]
@@ -115,14 +140,14 @@ fn config_node_type_defaults() {
             c.node_types,
             [NodeTypeConfig {
                 name: "cpu".into(),
-                partition: None,
+                queue: None,
                 account: None,
                 qos: None,
                 constraint: None,
                 cpus: 4,
                 gpus: 0,
                 memory_bytes: None,
-                time: None,
+                walltime: None,
                 min_workers: 0,
                 max_workers: 7,
                 resources: BTreeMap::new(),
@@ -170,9 +195,27 @@ fn config_node_type_memory_and_time() {
         ("0-0:0:1", 1),
     ] {
         let t = node_type(&format!("time = {time:?}")).unwrap();
-        assert_eq!(t.time.as_deref(), Some(time));
-        assert_eq!(t.time_limit_s(), Some(secs), "{time}");
-        assert_eq!(walltime_seconds(time), Some(secs), "{time}");
+        assert_eq!(t.walltime, Some(Duration::from_secs(secs)), "{time}");
+        assert_eq!(
+            parse_walltime(time),
+            Some(Duration::from_secs(secs)),
+            "{time}"
+        );
+    }
+    for (time, secs) in [
+        ("90m", 90 * 60),
+        ("2h", 7200),
+        ("1d 12h", 36 * 3600),
+        ("1h30m", 5400),
+    ] {
+        assert_eq!(
+            parse_walltime(time),
+            Some(Duration::from_secs(secs)),
+            "{time}"
+        );
+    }
+    for (secs, shown) in [(90, "00:01:30"), (36 * 3600, "1-12:00:00")] {
+        assert_eq!(format_walltime(Duration::from_secs(secs)), shown);
     }
     for bad in [
         "",
@@ -189,14 +232,14 @@ fn config_node_type_memory_and_time() {
         "1--2",
         "1:2:3:4",
         "1-2:3:4:5",
-        "1h",
-        " 1",
+        "1 parsec",
+        "h",
         "1.5",
         "+1",
         "99999999999999999999",
         "213503982334602-0",
     ] {
-        assert_eq!(walltime_seconds(bad), None, "{bad:?}");
+        assert_eq!(parse_walltime(bad), None, "{bad:?}");
         assert!(node_type(&format!("time = {bad:?}")).is_err(), "{bad:?}");
     }
 }
@@ -226,9 +269,10 @@ fn config_autoscaler_durations() {
 fn config_every_key_parses() {
     let c = Config::parse(FULL, "full.toml").unwrap();
     let expected = Config {
-        scheduler: SchedulerChoice::Slurm,
+        scheduler: "local".into(),
         auth: AuthMode::None,
         ready_timeout_s: 600,
+        scheduler_timeout_s: 45,
         cluster: ClusterConfig {
             name: Some("exp-42.v2".into()),
             temp_root: "/scratch/tmp".into(),
@@ -251,13 +295,7 @@ fn config_every_key_parses() {
             interface: Some("ib0".into()),
         },
         teardown: TeardownConfig { grace_s: 30 },
-        slurm: SlurmConfig {
-            srun_args: vec!["--mpi=none".into(), "--cpu-bind=none".into()],
-            extra_directives: vec![
-                "#SBATCH --account=proj1".into(),
-                "#SBATCH --qos=normal".into(),
-            ],
-        },
+        scheduler_settings: BTreeMap::new(),
         autoscaler: AutoscalerConfig {
             enabled: true,
             max_workers: 12,
@@ -273,14 +311,14 @@ fn config_every_key_parses() {
         node_types: vec![
             NodeTypeConfig {
                 name: "cpu".into(),
-                partition: Some("debug".into()),
+                queue: Some("debug".into()),
                 account: Some("proj1".into()),
                 qos: Some("normal".into()),
                 constraint: Some("skylake".into()),
                 cpus: 2,
                 gpus: 0,
                 memory_bytes: Some(4 << 30),
-                time: Some("1:00:00".into()),
+                walltime: Some(Duration::from_secs(3600)),
                 min_workers: 1,
                 max_workers: 4,
                 resources: [("nvme", 1.0), ("scratch", 2.0)]
@@ -291,18 +329,18 @@ fn config_every_key_parses() {
                     .into_iter()
                     .map(|(k, v)| (k.to_string(), v.to_string()))
                     .collect(),
-                extra_directives: vec!["#SBATCH --exclusive".into()],
+                extra_directives: vec![full_toml_directive()],
             },
             NodeTypeConfig {
                 name: "gpu_a100".into(),
-                partition: None,
+                queue: Some("gpu".into()),
                 account: None,
                 qos: None,
                 constraint: None,
                 cpus: 16,
                 gpus: 4,
                 memory_bytes: Some(64 << 30),
-                time: Some("2-12:00:00".into()),
+                walltime: Some(Duration::from_secs(2 * 86_400 + 12 * 3600)),
                 min_workers: 0,
                 max_workers: 12,
                 resources: BTreeMap::new(),
@@ -310,6 +348,21 @@ fn config_every_key_parses() {
                 extra_directives: Vec::new(),
             },
         ],
+    };
+    // Each scheduler section in the file, kept as the adapter declared it.
+    let file: toml::Table = toml::from_str(FULL).unwrap();
+    let sections: BTreeMap<String, scheduler::Settings> = scheduler::ADAPTERS
+        .iter()
+        .filter_map(|a| a.settings)
+        .map(|s| {
+            let table = file[s.section].as_table().unwrap().clone();
+            (s.section.to_string(), table)
+        })
+        .collect();
+    assert!(!sections.is_empty());
+    let expected = Config {
+        scheduler_settings: sections,
+        ..expected
     };
     assert_eq!(c, expected);
     assert_eq!(c.warnings().len(), 1, "auth = none warns");
@@ -319,13 +372,13 @@ fn config_every_key_parses() {
 fn config_full_fixture_covers_every_key() {
     // Keeps the fixture (and with it the test above) in step with the schema.
     let doc = toml::de::DeTable::parse(FULL).unwrap();
-    for (section, keys) in parse::SECTIONS {
+    for (section, keys) in parse::sections() {
         let tables = if section.is_empty() {
             vec![doc.get_ref()]
-        } else if parse::ARRAY_SECTIONS.contains(section) {
+        } else if parse::ARRAY_SECTIONS.contains(&section) {
             let entries = doc
                 .get_ref()
-                .get(*section)
+                .get(section)
                 .and_then(|v| v.get_ref().as_array())
                 .unwrap_or_else(|| panic!("full.toml lacks [[{section}]]"));
             entries
@@ -335,14 +388,14 @@ fn config_full_fixture_covers_every_key() {
         } else {
             vec![
                 doc.get_ref()
-                    .get(*section)
+                    .get(section)
                     .and_then(|v| v.get_ref().as_table())
                     .unwrap_or_else(|| panic!("full.toml lacks [{section}]")),
             ]
         };
-        for key in *keys {
+        for key in keys {
             assert!(
-                tables.iter().any(|t| t.get(*key).is_some()),
+                tables.iter().any(|t| t.get(key).is_some()),
                 "full.toml lacks {section}.{key}"
             );
         }
@@ -382,7 +435,7 @@ fn config_each_rule_reports_its_position() {
             "scheduler = \"pbs\"",
             "1:13",
             BadValue,
-            "scheduler = \"pbs\" is not one of auto, slurm, local",
+            "scheduler = \"pbs\" is not one of auto, ",
         ),
         (
             "auth = \"kerberos\"",
@@ -590,30 +643,6 @@ fn config_each_rule_reports_its_position() {
             "out of range 1..=300",
         ),
         (
-            "[slurm]\nsrun_args = \"--mpi=none\"",
-            "2:13",
-            WrongType,
-            "must be an array of strings, not a string",
-        ),
-        (
-            "[slurm]\nsrun_args = [\"-N\", 2]",
-            "2:20",
-            WrongType,
-            "slurm.srun_args[1] = 2 must be a string, not an integer",
-        ),
-        (
-            "[slurm]\nextra_directives = [\"--account=x\"]",
-            "2:21",
-            BadValue,
-            "must be one line starting with `#SBATCH `",
-        ),
-        (
-            "[slurm]\nsrun_args = [\"\"]",
-            "2:14",
-            BadValue,
-            "slurm.srun_args[0] = \"\" must not be empty",
-        ),
-        (
             "[ray]\nbin = \"/a\\u0000b\"",
             "2:7",
             BadValue,
@@ -624,12 +653,6 @@ fn config_each_rule_reports_its_position() {
             "1:7",
             WrongType,
             "ray = 5 must be a table ([ray]), not an integer",
-        ),
-        (
-            "[[slurm]]",
-            "1:1",
-            WrongType,
-            "must be a table ([slurm]), not an array",
         ),
         // [autoscaler]
         (
@@ -919,8 +942,7 @@ fn config_each_rule_reports_its_position() {
             "[[node_types]]\nname = \"a\"\ncpus = 1\ntime = \"1:75\"",
             "4:8",
             BadValue,
-            "node_types[0].time = \"1:75\" is not a walltime above zero: minutes, MM:SS, \
-             HH:MM:SS, D-HH, D-HH:MM or D-HH:MM:SS",
+            "node_types[0].time = \"1:75\" is not a walltime above zero: minutes, MM:SS, ",
         ),
         (
             "[[node_types]]\nname = \"a\"\ncpus = 1\ntime = 60",
@@ -1063,13 +1085,6 @@ fn config_each_rule_reports_its_position() {
             WrongType,
             "must be a table, like { zone = \"a\" }, not an array",
         ),
-        (
-            "[[node_types]]\nname = \"a\"\ncpus = 1\nextra_directives = [\"--exclusive\"]",
-            "4:21",
-            BadValue,
-            "node_types[0].extra_directives[0] = \"--exclusive\" must be one line starting with \
-             `#SBATCH `",
-        ),
     ];
     for (text, at, kind, piece) in cases {
         let (loc, k, msg) = problem(text);
@@ -1081,7 +1096,7 @@ fn config_each_rule_reports_its_position() {
 #[test]
 fn config_every_unknown_key_is_reported() {
     let text = "\
-schedular = \"slurm\"
+schedular = \"local\"
 bin = \"/x\"
 [ray]
 bni = \"/opt/ray\"
@@ -1111,11 +1126,19 @@ bogus = 1
             (loc.as_str(), msg.as_str())
         })
         .collect();
-    let want = [
-        (
-            "1:1",
-            "unknown key `schedular`, did you mean `scheduler`? (known top-level keys: scheduler, auth, ready_timeout_s, cluster, ray, network, teardown, slurm, autoscaler, node_types)",
+    let top_keys = parse::sections().remove(0).1.join(", ");
+    let first = format!(
+        "unknown key `schedular`, did you mean `scheduler`? (known top-level keys: {top_keys})"
+    );
+    assert!(
+        top_keys.starts_with(
+            "scheduler, auth, ready_timeout_s, scheduler_timeout_s, cluster, ray, network, \
+             teardown, autoscaler, node_types, "
         ),
+        "{top_keys}"
+    );
+    let want = [
+        ("1:1", first.as_str()),
         ("2:1", "unknown key `bin`, did you mean `ray.bin`?"),
         (
             "4:1",
@@ -1139,7 +1162,7 @@ bogus = 1
         ),
         (
             "15:1",
-            "unknown key `node_types[0].cpu`, did you mean `node_types[0].cpus`? (known keys in [[node_types]]: name, partition, account, qos, constraint, cpus, gpus, memory, time, min_workers, max_workers, resources, labels, extra_directives)",
+            "unknown key `node_types[0].cpu`, did you mean `node_types[0].cpus`? (known keys in [[node_types]]: name, partition, queue, account, qos, constraint, cpus, gpus, memory, time, min_workers, max_workers, resources, labels, extra_directives)",
         ),
         (
             "16:1",
@@ -1179,10 +1202,6 @@ fn config_suggestions_for_node_types() {
             "[autoscaler]\nmin_workers = 2",
             "2:1: unknown key `autoscaler.min_workers`, did you mean `min_workers` in a \
              [[node_types]] entry?",
-        ),
-        (
-            "[[node_types]]\nname = \"a\"\ncpus = 1\nsrun_args = []",
-            "4:1: unknown key `node_types[0].srun_args`, did you mean `slurm.srun_args`?",
         ),
     ] {
         let err = Config::parse(text, "t.toml").unwrap_err();
@@ -1345,10 +1364,13 @@ fn config_three_mistakes_fixture() {
     let err = Config::parse(THREE, "three_mistakes.toml").unwrap_err();
     assert_eq!(
         err.to_string(),
-        "three_mistakes.toml:1:13: scheduler = \"pbs\" is not one of auto, slurm, local\n\
+        format!(
+            "three_mistakes.toml:1:13: scheduler = \"pbs\" is not one of {}\n\
          three_mistakes.toml:4:1: unknown key `ray.bni`, did you mean `ray.bin`? (known keys in \
          [ray]: bin, head_num_cpus, object_store_fraction, worker_ports, port_range, env)\n\
-         three_mistakes.toml:5:25: ray.object_store_fraction = 1.5 is out of range 0.05..=0.8"
+         three_mistakes.toml:5:25: ray.object_store_fraction = 1.5 is out of range 0.05..=0.8",
+            scheduler::choices().join(", ")
+        )
     );
     let keys: Vec<_> = err.problems.iter().map(|p| p.key.as_deref()).collect();
     assert_eq!(
@@ -1440,7 +1462,7 @@ fn config_load_names_the_path() {
     );
 
     let c = Config::load(&fixture("full.toml")).unwrap();
-    assert_eq!(c.scheduler, SchedulerChoice::Slurm);
+    assert_eq!(c.scheduler, "local");
     let err = Config::load(&fixture("three_mistakes.toml")).unwrap_err();
     assert_eq!(err.problems.len(), 3);
     assert!(err.origin.ends_with("three_mistakes.toml"));
@@ -1504,7 +1526,7 @@ fn config_discover_precedence() {
     );
     // A bad file found in the home directory is an error, not silently skipped.
     let bad_home = dir.path().join("bad-home");
-    write("bad-home/config.toml", "schedular = \"slurm\"\n");
+    write("bad-home/config.toml", "schedular = \"local\"\n");
     let env = env_of(&[(HOME_ENV, bad_home.to_str().unwrap())]);
     let err = Config::discover_with(None, &env).unwrap_err();
     assert_eq!(err.problems[0].kind, ProblemKind::UnknownKey);
@@ -1559,16 +1581,8 @@ fn config_check_report() {
 
 #[test]
 fn config_helpers() {
-    assert_eq!(
-        "slurm".parse::<SchedulerChoice>(),
-        Ok(SchedulerChoice::Slurm)
-    );
-    assert_eq!(
-        "pbs".parse::<SchedulerChoice>(),
-        Err("\"pbs\" is not one of auto, slurm, local".to_string())
-    );
     assert_eq!("none".parse::<AuthMode>(), Ok(AuthMode::None));
-    assert_eq!(SchedulerChoice::Local.to_string(), "local");
+    assert_eq!(AuthMode::Token.to_string(), "token");
 
     let c = Config::default();
     assert_eq!(c.cluster.name_or_default("1234"), "ray-1234");

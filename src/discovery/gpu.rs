@@ -7,7 +7,7 @@
 //!   `NoDevFiles` or an empty value means none. Like CUDA, the first entry that names no device
 //!   (or repeats one) ends the list;
 //! - else the scheduler's ids (`GpuGrant::Ids`): UUIDs, or numbers. A number is the GPU's device
-//!   minor (/dev/nvidiaN, what Slurm's gres indices follow) when NVML reports minors, else its
+//!   minor (/dev/nvidiaN, what schedulers' GPU indices follow) when NVML reports minors, else its
 //!   NVML index: with device cgroups NVML sees only the granted GPUs, so the two differ;
 //! - else every GPU NVML sees.
 //!

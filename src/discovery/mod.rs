@@ -42,7 +42,7 @@ pub enum GpuGrant {
     /// The scheduler does not say: every GPU NVML sees (unless `CUDA_VISIBLE_DEVICES` says less).
     #[default]
     Unknown,
-    /// Ids from the scheduler, e.g. SLURM_JOB_GPUS "0,2" (physical indices) or UUIDs.
+    /// Ids from the scheduler, e.g. "0,2" (physical indices) or UUIDs.
     Ids(Vec<String>),
     /// The scheduler granted no GPUs.
     None,
@@ -52,7 +52,7 @@ pub enum GpuGrant {
 pub struct DiscoveryOptions {
     /// Network interface whose IPv4 address Ray should use (e.g. "ib0").
     pub interface: Option<String>,
-    /// Address the scheduler knows this node by (Slurm's NodeAddr).
+    /// Address the scheduler knows this node by (from the scheduler's own node records).
     pub scheduler_address: Option<IpAddr>,
 }
 

@@ -53,8 +53,8 @@ pub fn open_files(soft: u64, hard: u64) -> CheckResult {
         .fix(format!(
             "ask the admins to raise the hard `nofile` limit to at least {NOFILE_WANTED} \
              (/etc/security/limits.conf `* hard nofile {NOFILE_WANTED}`, and LimitNOFILE= of \
-             slurmd's systemd unit, since jobs inherit the limits of the shell that submitted \
-             them capped by slurmd's); check with `ulimit -Hn`"
+             the scheduler daemon's systemd unit, since jobs inherit the limits of the shell \
+             that submitted them capped by the daemon's); check with `ulimit -Hn`"
         ))
         .values(values)
     }

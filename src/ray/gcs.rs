@@ -393,6 +393,39 @@ fn check_node_id(node_id: &[u8]) -> Result<(), GcsError> {
     }
 }
 
+/// Observes the cluster in a task of its own: a snapshot of its resource state every `period`
+/// (a failed call leaves the last one), for everyone who watches the receiver. Waiting on the
+/// GCS there never holds up the loop that handles signals. The task ends when every receiver
+/// is gone.
+pub fn observe_every(
+    client: GcsClient,
+    period: Duration,
+) -> (
+    tokio::sync::watch::Receiver<Option<std::sync::Arc<ClusterResourceState>>>,
+    tokio::task::JoinHandle<()>,
+) {
+    let (tx, rx) = tokio::sync::watch::channel(None);
+    let task = tokio::spawn(async move {
+        let mut tick = tokio::time::interval(period);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = tick.tick() => {}
+                _ = tx.closed() => return,
+            }
+            match client.cluster_resource_state().await {
+                Ok(state) => {
+                    if tx.send(Some(std::sync::Arc::new(state))).is_err() {
+                        return;
+                    }
+                }
+                Err(e) => tracing::debug!("observing the cluster: {e}"),
+            }
+        }
+    });
+    (rx, task)
+}
+
 /// Ray's textual form of a NodeID (lowercase hex, as `ray list nodes` prints it).
 pub fn node_id_hex(node_id: &[u8]) -> String {
     hex::encode(node_id)

@@ -6,9 +6,22 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::process::Command;
 
 use super::{
-    Allocation, Env, Host, JobInfo, JobRequest, JobState, Scheduler, SchedulerError, shell_quote,
+    Adapter, Allocation, Host, JobInfo, JobRequest, JobState, Scheduler, SchedulerError, Setup,
+    export_lines,
 };
 use crate::discovery::{GpuGrant, NodeGrant};
+
+pub const NAME: &str = "local";
+
+pub static ADAPTER: Adapter = Adapter {
+    name: NAME,
+    // Never recognised: `auto` falls back to it.
+    inside_job: |_| false,
+    submit_tool: None,
+    settings: None,
+    directive_problem: None,
+    open: |setup| Ok(Box::new(Local::open(setup))),
+};
 
 /// The address a local cluster binds and advertises.
 pub const LOCAL_ADDRESS: Ipv4Addr = Ipv4Addr::new(127, 0, 0, 2);
@@ -18,7 +31,7 @@ pub struct Local {
 }
 
 impl Local {
-    pub fn new(_env: Env) -> Self {
+    pub fn open(_setup: Setup) -> Self {
         // A job id of our own so registry entries and Ray instance ids stay unique per run.
         Local {
             job_id: format!("local-{}", std::process::id()),
@@ -47,15 +60,16 @@ fn is_our_job(pid: i32) -> bool {
     String::from_utf8_lossy(first).ends_with("ray-hpc")
 }
 
+#[async_trait::async_trait]
 impl Scheduler for Local {
     fn name(&self) -> &'static str {
-        "local"
+        NAME
     }
 
     fn allocation(&self) -> Result<Allocation, SchedulerError> {
         let name = hostname();
         Ok(Allocation {
-            scheduler: "local",
+            scheduler: NAME,
             job_id: self.job_id.clone(),
             hosts: vec![Host {
                 name: name.clone(),
@@ -74,7 +88,7 @@ impl Scheduler for Local {
         })
     }
 
-    fn host_addresses(
+    async fn host_addresses(
         &self,
         alloc: &Allocation,
     ) -> Result<BTreeMap<String, IpAddr>, SchedulerError> {
@@ -91,7 +105,6 @@ impl Scheduler for Local {
         &self,
         _alloc: &Allocation,
         _argv: &[OsString],
-        _extra_args: &[String],
     ) -> Result<Option<Command>, SchedulerError> {
         Ok(None)
     }
@@ -100,8 +113,10 @@ impl Scheduler for Local {
         let mut script = String::from(
             "#!/bin/bash\n# A local Ray cluster started by `ray-hpc up`.\nset -euo pipefail\n",
         );
-        for (k, v) in &req.env {
-            script.push_str(&format!("export {k}={}\n", shell_quote(v)));
+        // No header: a local job has no scheduler to read one.
+        for line in export_lines(&req.env) {
+            script.push_str(&line);
+            script.push('\n');
         }
         script.push_str(&format!("exec {}\n", req.command));
         Ok(script)
@@ -109,14 +124,22 @@ impl Scheduler for Local {
 
     /// Starts the script detached (its own session, output to `req.output`); the job id is the
     /// pid, which `exec` hands on to `ray-hpc run`, whose own job id is then the same.
-    fn submit(&self, script: &str, req: &JobRequest) -> Result<String, SchedulerError> {
+    async fn submit(&self, script: &str, req: &JobRequest) -> Result<String, SchedulerError> {
         use std::os::unix::process::CommandExt;
-        let fail = |why: String| SchedulerError::Command {
-            command: "bash (local job)".into(),
-            why,
+        let fail = |why: String| {
+            SchedulerError::Command(super::CommandError::Spawn {
+                command: "bash (local job)".into(),
+                why,
+            })
         };
-        let out = std::fs::File::create(&req.output)
-            .map_err(|e| fail(format!("{}: {e}", req.output.display())))?;
+        // The job id is the pid, known only once it runs: the output file gets a name of its
+        // own now and the job's id once it has one (the open file follows the rename).
+        let starting = req.output.for_job(&format!(
+            "starting-{}",
+            hex::encode(rand::random::<[u8; 4]>())
+        ));
+        let out = std::fs::File::create(&starting)
+            .map_err(|e| fail(format!("{}: {e}", starting.display())))?;
         let mut cmd = Command::new("bash");
         cmd.arg("-c")
             .arg(script)
@@ -131,10 +154,16 @@ impl Scheduler for Local {
             });
         }
         let child = cmd.spawn().map_err(|e| fail(e.to_string()))?;
-        Ok(format!("local-{}", child.id()))
+        let job_id = format!("local-{}", child.id());
+        let output = req.output.for_job(&job_id);
+        if output != starting {
+            std::fs::rename(&starting, &output)
+                .map_err(|e| fail(format!("{}: {e}", output.display())))?;
+        }
+        Ok(job_id)
     }
 
-    fn query(&self, job_ids: &[String]) -> Result<Vec<JobInfo>, SchedulerError> {
+    async fn query(&self, job_ids: &[String]) -> Result<Vec<JobInfo>, SchedulerError> {
         Ok(job_ids
             .iter()
             .filter(|id| pid_of(id).is_some_and(is_our_job))
@@ -150,11 +179,11 @@ impl Scheduler for Local {
     }
 
     /// Local jobs carry no name the system keeps; a local head leaves nothing to find.
-    fn query_named(&self, _name: &str) -> Result<Vec<JobInfo>, SchedulerError> {
+    async fn query_named(&self, _name: &str) -> Result<Vec<JobInfo>, SchedulerError> {
         Ok(vec![])
     }
 
-    fn cancel(&self, job_ids: &[String]) -> Result<(), SchedulerError> {
+    async fn cancel(&self, job_ids: &[String]) -> Result<(), SchedulerError> {
         for pid in job_ids.iter().filter_map(|id| pid_of(id)) {
             if is_our_job(pid) {
                 let _ = nix::sys::signal::kill(

@@ -6,7 +6,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::time::Duration;
 
-use crate::config::SchedulerChoice;
+use crate::config::Config;
 use crate::ray::gcs::GcsClient;
 use crate::registry::{self, ClusterDir, ClusterRecord, RegistryError};
 use crate::scheduler::{self, JobInfo};
@@ -18,11 +18,11 @@ use super::view::{
 
 /// Bounds the connection and the call to each GCS.
 pub const GCS_TIMEOUT: Duration = Duration::from_secs(3);
-/// Bounds one scheduler query (squeue and friends can stall when the controller is busy).
+/// Bounds one scheduler query (queries stall when a scheduler's controller is busy).
 pub const SCHEDULER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Every cluster in the registry, refused and unreadable entries apart.
-pub async fn list(root: &Path) -> ListView {
+pub async fn list(root: &Path, config: &Config) -> ListView {
     let mut records = vec![];
     let mut refused = vec![];
     for name in registry::list_names(root) {
@@ -42,14 +42,14 @@ pub async fn list(root: &Path) -> ListView {
         }
     }
     // Ended clusters' jobs are not worth a scheduler query in the list.
-    let clusters = observe(&records, |rec| !rec.state.is_over()).await;
+    let clusters = observe(&records, |rec| !rec.state.is_over(), config).await;
     ListView { clusters, refused }
 }
 
 /// One cluster: an unknown or refused name is an error (exit 1).
-pub async fn one(root: &Path, name: &str) -> Result<ClusterView, RegistryError> {
+pub async fn one(root: &Path, name: &str, config: &Config) -> Result<ClusterView, RegistryError> {
     let (dir, rec) = read_existing(root, name)?;
-    let mut views = observe(&[(dir, rec)], |_| true).await;
+    let mut views = observe(&[(dir, rec)], |_| true, config).await;
     Ok(views.remove(0))
 }
 
@@ -72,6 +72,7 @@ fn read(root: &Path, name: &str) -> Result<(ClusterDir, ClusterRecord), Registry
 async fn observe(
     records: &[(ClusterDir, ClusterRecord)],
     ask_scheduler: impl Fn(&ClusterRecord) -> bool,
+    config: &Config,
 ) -> Vec<ClusterView> {
     // One query per scheduler, for all its clusters' jobs.
     let mut by_scheduler: BTreeMap<String, Vec<String>> = BTreeMap::new();
@@ -84,7 +85,7 @@ async fn observe(
     let queries = by_scheduler.into_iter().map(|(sched, mut ids)| async move {
         ids.sort();
         ids.dedup();
-        let answer = query(&sched, ids).await;
+        let answer = query(&sched, ids, config).await;
         (sched, answer)
     });
     let answers: BTreeMap<String, Result<Vec<JobInfo>, String>> =
@@ -143,24 +144,17 @@ async fn observe(
         .collect()
 }
 
-/// One scheduler query, in a thread of its own so a stalled command cannot hold `status` past
-/// [`SCHEDULER_TIMEOUT`].
-async fn query(scheduler_name: &str, ids: Vec<String>) -> Result<Vec<JobInfo>, String> {
-    let choice = match scheduler_name {
-        "slurm" => SchedulerChoice::Slurm,
-        "local" => SchedulerChoice::Local,
-        other => return Err(format!("unknown scheduler `{other}` in the record")),
-    };
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::spawn(move || {
-        let answer = scheduler::select(choice, scheduler::process_env())
-            .and_then(|s| s.query(&ids))
-            .map_err(|e| e.to_string());
-        let _ = tx.send(answer);
-    });
-    match tokio::time::timeout(SCHEDULER_TIMEOUT, rx).await {
-        Ok(Ok(answer)) => answer,
-        Ok(Err(_)) => Err("the scheduler query ended without an answer".into()),
+/// One scheduler query, bounded by [`SCHEDULER_TIMEOUT`] (the command is killed when it runs
+/// longer).
+async fn query(
+    scheduler_name: &str,
+    ids: Vec<String>,
+    config: &Config,
+) -> Result<Vec<JobInfo>, String> {
+    let scheduler = scheduler::by_name(scheduler_name, config.scheduler_setup(scheduler_name))
+        .map_err(|e| format!("{e} (named in the record)"))?;
+    match tokio::time::timeout(SCHEDULER_TIMEOUT, scheduler.query(&ids)).await {
+        Ok(answer) => answer.map_err(|e| e.to_string()),
         Err(_) => Err(format!(
             "the scheduler did not answer within {}s",
             SCHEDULER_TIMEOUT.as_secs()

@@ -418,7 +418,7 @@ pub fn cluster_text(v: &ClusterView) -> String {
             .iter()
             .map(|j| {
                 let mut state = j.state.as_str().to_string();
-                if let Some(s) = &j.scheduler_state {
+                if let Some(s) = &j.end_reason {
                     state.push_str(&format!(" ({s})"));
                 }
                 vec![
@@ -543,7 +543,7 @@ mod tests {
         assert_eq!(lines.len(), 3, "{text}");
         assert!(lines[0].starts_with("NAME") && lines[0].contains("WALLTIME LEFT"));
         for want in [
-            "c1", "slurm", "42", "READY", "2/2", "3/8", "0/2", "10m00s", "-",
+            "c1", "local", "42", "READY", "2/2", "3/8", "0/2", "10m00s", "-",
         ] {
             assert!(lines[1].contains(want), "{want} in {}", lines[1]);
         }
@@ -567,7 +567,7 @@ mod tests {
         let text = cluster_text(&live_view());
         for want in [
             "Cluster c1: READY",
-            "slurm job 42",
+            "local job 42",
             "2/2 joined (live from the GCS)",
             "CPUs 3/8 used",
             "http://10.0.0.1:8265",
@@ -613,7 +613,7 @@ mod tests {
             "-/4",
             "Pending demand: unknown",
             "note: the GCS did not answer (timed out)",
-            "note: could not ask the slurm scheduler",
+            "note: could not ask the local scheduler",
         ] {
             assert!(text.contains(want), "{want:?} missing in:\n{text}");
         }
@@ -665,7 +665,7 @@ mod tests {
             role: crate::status::view::JobRole::Worker,
             name: None,
             state: crate::status::view::JobStateView::Ended,
-            scheduler_state: Some("TIMEOUT".into()),
+            end_reason: Some(crate::scheduler::EndReason::Timeout),
             reason: None,
             start_time: None,
         });

@@ -13,8 +13,8 @@ use crate::proto::ray::autoscaler::{
     ResourceRequestByCount,
 };
 use crate::ray::gcs::node_id_hex;
-use crate::registry::{ClusterRecord, ClusterState, NodeRecord};
-use crate::scheduler::{JobInfo, JobState};
+use crate::registry::{ClusterRecord, ClusterState, NodeRecord, SchedulerOutage};
+use crate::scheduler::{EndReason, JobInfo, JobState};
 
 /// The version of the JSON documents `status --json` prints (docs/status-json.md).
 pub const SCHEMA: &str = "ray-hpc.status/v1";
@@ -159,6 +159,8 @@ pub struct DemandView {
 pub enum JobStateView {
     Pending,
     Running,
+    /// Stopped by the scheduler: not capacity while it lasts.
+    Suspended,
     Completing,
     Ended,
     /// The scheduler no longer knows the job.
@@ -172,6 +174,7 @@ impl JobStateView {
         match self {
             JobStateView::Pending => "PENDING",
             JobStateView::Running => "RUNNING",
+            JobStateView::Suspended => "SUSPENDED",
             JobStateView::Completing => "COMPLETING",
             JobStateView::Ended => "ENDED",
             JobStateView::Gone => "GONE",
@@ -196,8 +199,9 @@ pub struct JobView {
     /// The scheduler's job name.
     pub name: Option<String>,
     pub state: JobStateView,
-    /// The scheduler's own word for how an ended job ended (COMPLETED, TIMEOUT, ...).
-    pub scheduler_state: Option<String>,
+    /// How an ended job ended (completed, cancelled, timeout, node failure, ..., or the
+    /// scheduler's own word).
+    pub end_reason: Option<EndReason>,
     /// Why a pending job waits (Resources, Priority, ...).
     pub reason: Option<String>,
     /// Expected start of a pending job, actual start of a running one, as the scheduler says.
@@ -305,7 +309,7 @@ fn job_views(record: &ClusterRecord, jobs: &JobsObservation) -> Vec<JobView> {
                 role,
                 name: None,
                 state: JobStateView::Unknown,
-                scheduler_state: None,
+                end_reason: None,
                 reason: None,
                 start_time: None,
             };
@@ -317,9 +321,10 @@ fn job_views(record: &ClusterRecord, jobs: &JobsObservation) -> Vec<JobView> {
                         ..unknown
                     },
                     Some(info) => {
-                        let (state, scheduler_state) = match &info.state {
+                        let (state, end_reason) = match &info.state {
                             JobState::Pending => (JobStateView::Pending, None),
                             JobState::Running => (JobStateView::Running, None),
+                            JobState::Suspended => (JobStateView::Suspended, None),
                             JobState::Completing => (JobStateView::Completing, None),
                             JobState::Ended(how) => (JobStateView::Ended, Some(how.clone())),
                         };
@@ -328,7 +333,7 @@ fn job_views(record: &ClusterRecord, jobs: &JobsObservation) -> Vec<JobView> {
                             role,
                             name: Some(info.name.clone()).filter(|n| !n.is_empty()),
                             state,
-                            scheduler_state,
+                            end_reason,
                             reason: info.reason.clone().filter(|r| !r.is_empty()),
                             start_time: info.start_time.clone().filter(|t| !t.is_empty()),
                         }
@@ -340,10 +345,9 @@ fn job_views(record: &ClusterRecord, jobs: &JobsObservation) -> Vec<JobView> {
 }
 
 /// How a job that ended without its cluster saying so ended: cancelled or completed jobs are
-/// ENDED, anything else (FAILED, TIMEOUT, NODE_FAIL, OUT_OF_MEMORY...) FAILED.
-fn state_of_ended_job(how: &str) -> ClusterState {
-    let how = how.to_ascii_uppercase();
-    if how.starts_with("COMPLETED") || how.starts_with("CANCELLED") {
+/// ENDED, anything else (failed, timeout, node failure, out of memory...) FAILED.
+fn state_of_ended_job(how: Option<&EndReason>) -> ClusterState {
+    if how.is_some_and(EndReason::is_clean) {
         ClusterState::Ended
     } else {
         ClusterState::Failed
@@ -381,6 +385,7 @@ pub fn build(obs: &Observation) -> ClusterView {
     let mut notes = vec![];
     if !rec_state.is_over() {
         notes.extend(record.autoscaler_notes.iter().cloned());
+        notes.extend(record.scheduler_outage.as_ref().map(outage_note));
     }
 
     let mut expected_start = None;
@@ -397,9 +402,10 @@ pub fn build(obs: &Observation) -> ClusterView {
                 )),
             ),
             Some((JobStateView::Ended, j)) => {
-                let how = j.scheduler_state.clone().unwrap_or_default();
+                let end = j.end_reason.as_ref();
+                let how = end.map(|e| e.to_string()).unwrap_or_else(|| "?".into());
                 (
-                    state_of_ended_job(&how),
+                    state_of_ended_job(end),
                     true,
                     Some(format!(
                         "job ended ({how}); last known state {}",
@@ -427,6 +433,11 @@ pub fn build(obs: &Observation) -> ClusterView {
             Some((JobStateView::Completing, _)) => {
                 (rec_state, false, Some("job completing".to_string()))
             }
+            Some((JobStateView::Suspended, _)) => (
+                rec_state,
+                false,
+                Some("job suspended by the scheduler: its nodes do no work".to_string()),
+            ),
             Some((JobStateView::Unknown, _)) | None => (rec_state, !gcs_live, None),
         }
     };
@@ -703,6 +714,19 @@ pub fn demand(gcs: &ClusterResourceState) -> Vec<DemandView> {
 }
 
 /// A Unix time as `YYYY-MM-DDTHH:MM:SSZ` (UTC).
+/// What `status` says while the head's autoscaler cannot get answers from the scheduler.
+fn outage_note(o: &SchedulerOutage) -> String {
+    format!(
+        "scheduler outage: `{}` failed {} time(s) in a row since {}: {}; the autoscaler asks \
+         again at {} (the cluster itself keeps running)",
+        o.command,
+        o.failures,
+        format_unix(o.since_unix),
+        o.error,
+        format_unix(o.retry_unix)
+    )
+}
+
 pub fn format_unix(t: u64) -> String {
     let days = (t / 86_400) as i64;
     let secs = t % 86_400;
@@ -740,7 +764,7 @@ pub(crate) mod tests {
         ClusterRecord {
             schema: SCHEMA_VERSION,
             name: "c1".into(),
-            scheduler: "slurm".into(),
+            scheduler: "local".into(),
             job_id: "42".into(),
             state,
             message: None,
@@ -786,6 +810,7 @@ pub(crate) mod tests {
             job_output: None,
             worker_jobs: vec![],
             autoscaler_notes: vec![],
+            scheduler_outage: None,
         }
     }
 
@@ -1014,13 +1039,13 @@ pub(crate) mod tests {
             Case {
                 what: "starting record, job timed out: failed",
                 record: ClusterState::Starting,
-                jobs: JobsObservation::Answered(vec![job(JobState::Ended("TIMEOUT".into()))]),
+                jobs: JobsObservation::Answered(vec![job(JobState::Ended(EndReason::Timeout))]),
                 gcs: GcsObservation::NotAsked,
                 state: ClusterState::Failed,
                 last_known: true,
                 source: NodesSource::Record,
                 joined: 2,
-                reason_has: Some("TIMEOUT"),
+                reason_has: Some("job ended (timeout)"),
                 note_has: None,
                 demand: None,
             },
@@ -1040,14 +1065,14 @@ pub(crate) mod tests {
             Case {
                 what: "ready, scheduler and GCS both silent: last known",
                 record: ClusterState::Ready,
-                jobs: JobsObservation::Failed("squeue: timed out".into()),
+                jobs: JobsObservation::Failed("query: timed out".into()),
                 gcs: GcsObservation::Failed("timeout".into()),
                 state: ClusterState::Ready,
                 last_known: true,
                 source: NodesSource::Record,
                 joined: 2,
                 reason_has: None,
-                note_has: Some("squeue: timed out"),
+                note_has: Some("query: timed out"),
                 demand: None,
             },
             Case {
@@ -1211,7 +1236,7 @@ pub(crate) mod tests {
         assert!(!should_ask_gcs(&ready, &JobsObservation::Answered(vec![])));
         assert!(!should_ask_gcs(
             &ready,
-            &JobsObservation::Answered(vec![job(JobState::Ended("CANCELLED".into()))])
+            &JobsObservation::Answered(vec![job(JobState::Ended(EndReason::Cancelled))])
         ));
         assert!(!should_ask_gcs(&record(ClusterState::Ended), &running()));
         let mut no_gcs = record(ClusterState::Starting);
@@ -1220,12 +1245,55 @@ pub(crate) mod tests {
     }
 
     #[test]
+    fn a_scheduler_outage_is_a_note_with_the_command_and_its_error() {
+        let mut rec = record(ClusterState::Ready);
+        rec.scheduler_outage = Some(SchedulerOutage {
+            command: "jobs-query -j 7".into(),
+            error: "did not answer within 30s".into(),
+            since_unix: 1_800_000_000,
+            failures: 3,
+            retry_unix: 1_800_000_120,
+        });
+        let view = |rec: &ClusterRecord| {
+            build(&Observation {
+                record: rec,
+                gcs: GcsObservation::NotAsked,
+                jobs: running(),
+                now_unix: 1_800_000_100,
+            })
+        };
+        let notes = view(&rec).notes.join("\n");
+        assert!(
+            notes.contains("scheduler outage: `jobs-query -j 7` failed 3 time(s)")
+                && notes.contains("did not answer within 30s")
+                && notes.contains(&format_unix(1_800_000_120)),
+            "{notes}"
+        );
+        // An ended cluster's last outage is history, not news.
+        rec.state = ClusterState::Ended;
+        assert!(!view(&rec).notes.join("\n").contains("outage"));
+    }
+
+    #[test]
     fn ended_jobs_map_to_ended_or_failed() {
-        assert_eq!(state_of_ended_job("COMPLETED"), ClusterState::Ended);
-        assert_eq!(state_of_ended_job("CANCELLED by 0"), ClusterState::Ended);
-        for how in ["FAILED", "TIMEOUT", "NODE_FAIL", "OUT_OF_MEMORY", ""] {
-            assert_eq!(state_of_ended_job(how), ClusterState::Failed, "{how}");
+        for clean in [EndReason::Completed, EndReason::Cancelled] {
+            assert_eq!(state_of_ended_job(Some(&clean)), ClusterState::Ended);
         }
+        for how in [
+            EndReason::Failed,
+            EndReason::Timeout,
+            EndReason::NodeFailure,
+            EndReason::OutOfMemory,
+            EndReason::Preempted,
+            EndReason::Other("BOOT_FAIL".into()),
+        ] {
+            assert_eq!(
+                state_of_ended_job(Some(&how)),
+                ClusterState::Failed,
+                "{how}"
+            );
+        }
+        assert_eq!(state_of_ended_job(None), ClusterState::Failed);
     }
 
     #[test]
