@@ -810,7 +810,10 @@ impl Walker<'_> {
                     }
                 }
                 "extra_directives" => {
-                    let any_scheduler = |l: &str| scheduler::directive_problem(l, None);
+                    let any_scheduler = |l: &str| {
+                        scheduler::directive_problem(l, None)
+                            .map(|why| format!("is not a header line of any scheduler ({why})"))
+                    };
                     if let Some(lines) = self.string_list(&key, v, any_scheduler) {
                         c.extra_directives = lines;
                         if let DeValue::Array(items) = v.get_ref() {
