@@ -2,6 +2,8 @@
 //! through [`plan`] with [`check`] (which also checks that the plan is idempotent and that,
 //! carried out, it asks for nothing more).
 
+use std::collections::BTreeMap;
+
 use super::*;
 
 mod garbage_in;
