@@ -91,129 +91,23 @@ use std::collections::HashMap;
 
 use crate::config::HEAD_NODE_TYPE_NAME;
 
+mod resources;
 mod types;
 
+use resources::{
+    SCALE, Shape, Universe, fit, fx, kind_bits, ray_order, shape_order, show_vector, sum_vectors,
+};
 pub use types::{
     Demand, JobPhase, NodeStatus, NodeTypeSpec, ObservedNode, Plan, PlanInput, Resources, Settings,
     Strategy, TypeHealth, WorkerJob,
 };
 
-// ---------------------------------------------------------------------------------------------
-// Fixed-point resource vectors.
-
-/// Ray's resource granularity: 1/10000.
-const SCALE: f64 = 10_000.0;
-/// Bigger amounts (and +inf) saturate here, leaving room for sums.
-const FX_MAX: u64 = 1 << 62;
 /// [`Packer::place_items`] tries the ways that score bins (each bin against every item) only up
 /// to this many bins times items: 2,000 nodes with 2,000 distinct shapes.
 const SCORING_BUDGET: usize = 4_000_000;
 /// Placement groups are also placed as Ray's scheduler places them (each scoring every bin)
 /// only up to this many groups times alive nodes: 500 groups on 500 nodes.
 const GANG_SCORING_BUDGET: usize = 250_000;
-/// Ray's implicit resources, which every node has; never a reason to launch.
-const IMPLICIT_PREFIX: &str = "implicit_resource:";
-
-fn fx(v: f64) -> u64 {
-    if v.is_nan() || v <= 0.0 {
-        return 0;
-    }
-    let s = v * SCALE;
-    if s >= FX_MAX as f64 {
-        FX_MAX
-    } else {
-        s.round() as u64
-    }
-}
-
-/// The resource names that some demand asks for: the only ones that matter for fitting.
-#[derive(Default)]
-struct Universe {
-    names: Vec<String>,
-    index: HashMap<String, usize>,
-}
-
-impl Universe {
-    fn add(&mut self, r: &Resources) {
-        for (k, v) in r {
-            if fx(*v) > 0 && !k.starts_with(IMPLICIT_PREFIX) && !self.index.contains_key(k) {
-                self.index.insert(k.clone(), self.names.len());
-                self.names.push(k.clone());
-            }
-        }
-    }
-
-    fn vector(&self, r: &Resources) -> Vec<u64> {
-        let mut v = vec![0; self.names.len()];
-        for (k, x) in r {
-            if let Some(&i) = self.index.get(k) {
-                v[i] = fx(*x);
-            }
-        }
-        v
-    }
-}
-
-/// A bundle shape in fixed point, with what sorting and fitting need.
-struct Shape {
-    v: Vec<u64>,
-    /// Indices of the non-zero amounts.
-    nz: Vec<usize>,
-    gpu: bool,
-    /// Sum of the amounts, each relative to the largest capacity anywhere.
-    size: f64,
-}
-
-impl Shape {
-    fn new(v: Vec<u64>, gpu_index: Option<usize>, max_cap: &[u64]) -> Shape {
-        let nz: Vec<usize> = (0..v.len()).filter(|&i| v[i] > 0).collect();
-        let gpu = gpu_index.is_some_and(|g| v[g] > 0);
-        let size = nz
-            .iter()
-            .map(|&i| {
-                if max_cap[i] == 0 {
-                    1.0
-                } else {
-                    v[i] as f64 / max_cap[i] as f64
-                }
-            })
-            .sum();
-        Shape { v, nz, gpu, size }
-    }
-}
-
-/// How many bundles of `s` fit in `cap` (`u64::MAX` for an empty shape).
-fn fit(cap: &[u64], s: &Shape) -> u64 {
-    let mut f = u64::MAX;
-    for &i in &s.nz {
-        f = f.min(cap[i] / s.v[i]);
-        if f == 0 {
-            break;
-        }
-    }
-    f
-}
-
-/// Orders shapes biggest first: GPU shapes, more resource kinds, bigger, then by amounts.
-fn shape_order(a: &Shape, b: &Shape) -> std::cmp::Ordering {
-    b.gpu
-        .cmp(&a.gpu)
-        .then(b.nz.len().cmp(&a.nz.len()))
-        .then(b.size.total_cmp(&a.size))
-        .then(a.v.cmp(&b.v))
-}
-
-/// Orders shapes as Ray's scheduler sorts requests (`_sort_resource_request`, descending): more
-/// resource kinds, then a bigger sum of the raw amounts (so memory, in bytes, decides), then by
-/// amounts.
-fn ray_order(a: &Shape, b: &Shape) -> std::cmp::Ordering {
-    let raw = |s: &Shape| s.v.iter().map(|&x| x as u128).sum::<u128>();
-    b.nz.len()
-        .cmp(&a.nz.len())
-        .then(raw(b).cmp(&raw(a)))
-        .then(b.v.cmp(&a.v))
-}
-
 /// The ways [`Packer::place_items`] fills the bins there are.
 #[derive(Clone, Copy)]
 enum Fill {
@@ -326,20 +220,6 @@ fn simulate_fill(
     }
     let mean = sum / n.max(1) as f64;
     Some(((!gpu || gpu_work, used_kinds, min, mean), takes))
-}
-
-/// The resource kinds of a shape, as bits (the first 64 resources).
-fn kind_bits(s: &Shape) -> u64 {
-    s.nz.iter()
-        .filter(|&&i| i < 64)
-        .fold(0, |b, &i| b | (1 << i))
-}
-
-fn sum_vectors(a: &[u64], b: &[u64]) -> Vec<u64> {
-    a.iter()
-        .zip(b)
-        .map(|(x, y)| x.saturating_add(*y).min(FX_MAX))
-        .collect()
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -1362,16 +1242,6 @@ impl<'a> Packer<'a> {
         }
         parts.join("; ")
     }
-}
-
-fn show_vector(v: &[u64], names: &[String]) -> String {
-    let parts: Vec<String> = v
-        .iter()
-        .zip(names)
-        .filter(|(x, _)| **x > 0)
-        .map(|(x, n)| format!("{n}: {}", *x as f64 / SCALE))
-        .collect();
-    format!("{{{}}}", parts.join(", "))
 }
 
 // ---------------------------------------------------------------------------------------------
