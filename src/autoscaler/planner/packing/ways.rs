@@ -1,0 +1,279 @@
+//! The ways [`Packer::place_items`] packs tasks and constraint bundles, and the choice of the
+//! best.
+
+use super::Packer;
+use super::score::{Score, simulate_fill};
+use crate::autoscaler::planner::resources::{fit, ray_order};
+
+/// [`Packer::place_items`] tries the ways that score bins (each bin against every item) only up
+/// to this many bins times items: 2,000 nodes with 2,000 distinct shapes.
+const SCORING_BUDGET: usize = 4_000_000;
+
+/// The ways [`Packer::place_items`] fills the bins there are.
+#[derive(Clone, Copy)]
+enum Fill {
+    FirstFit,
+    Scored,
+    BestFirst,
+}
+
+impl<'a> Packer<'a> {
+    /// Tasks (or constraint bundles), `(shape, count, unit)` each, biggest shapes first: onto
+    /// the bins there are, then onto new nodes.
+    ///
+    /// Greedy packing has no order that is best for every input, so this packs the items a few
+    /// ways and keeps the plan that places the most, then opens the fewest nodes (the first
+    /// tried on a tie). The ways: the items in their order and in the order Ray's scheduler
+    /// sorts them ([`ray_order`]); onto the bins there are first fit ([`Packer::place_bulk`]),
+    /// bin by bin in the order of how well each is used ([`Packer::fill_scored`]), or bin by bin
+    /// best first ([`Packer::fill_best_first`]); the rest onto new nodes shape by shape
+    /// ([`Packer::place_tasks`]) or node by node for the remaining mix
+    /// ([`Packer::open_mixed`]); and Ray's own algorithm ([`Packer::place_like_ray`]), so that
+    /// no plan opens more nodes than Ray's scheduler would for the same tasks. Each way costs
+    /// about `O((bins + shapes) log bins)`. Returns what is left of each item.
+    pub(in crate::autoscaler::planner) fn place_items(
+        &mut self,
+        items: &[(usize, u64, u32)],
+    ) -> Vec<u64> {
+        let fx = self.fx;
+        let mut orders: Vec<Vec<usize>> = vec![(0..items.len()).collect()];
+        let mut ray: Vec<usize> = (0..items.len()).collect();
+        ray.sort_by(|&a, &b| ray_order(&fx.shapes[items[a].0], &fx.shapes[items[b].0]));
+        if ray != orders[0] {
+            orders.push(ray);
+        }
+        let key = |p: &Packer, l: &[u64]| (l.iter().sum::<u64>(), p.next_ordinal);
+        let mut best: Option<(Packer<'a>, Vec<u64>)> = None;
+        let mut consider = |p: Packer<'a>, l: Vec<u64>| {
+            if best.as_ref().is_none_or(|(b, bl)| key(&p, &l) < key(b, bl)) {
+                best = Some((p, l));
+            }
+        };
+        // `left` in the items' order from what a way returns in `order`.
+        let unorder = |order: &[usize], got: Vec<u64>| {
+            let mut left = vec![0u64; items.len()];
+            for (j, r) in got.into_iter().enumerate() {
+                left[order[j]] = r;
+            }
+            left
+        };
+        // The ways that score bins (or node types) look at every item for every bin they score:
+        // only while that stays small (many distinct shapes on many nodes get first fit and
+        // shape by shape only).
+        let scoring = self.groups.len().saturating_mul(items.len()) <= SCORING_BUDGET;
+        let fills: &[Fill] = if scoring {
+            &[Fill::FirstFit, Fill::Scored, Fill::BestFirst]
+        } else {
+            &[Fill::FirstFit]
+        };
+        for order in &orders {
+            let ordered: Vec<(usize, u64, u32)> = order.iter().map(|&k| items[k]).collect();
+            for &fill in fills {
+                let mut base = self.clone();
+                let got = match fill {
+                    Fill::FirstFit => ordered
+                        .iter()
+                        .map(|&(sid, n, unit)| base.place_bulk(sid, n, unit))
+                        .collect(),
+                    Fill::Scored => base.fill_scored(&ordered),
+                    Fill::BestFirst => base.fill_best_first(&ordered),
+                };
+                if got.iter().all(|&r| r == 0) {
+                    consider(base, unorder(order, got));
+                    continue;
+                }
+                let rest: Vec<(usize, u64, u32)> = ordered
+                    .iter()
+                    .zip(&got)
+                    .map(|(&(sid, _, unit), &r)| (sid, r, unit))
+                    .collect();
+                let mut by_shape = base.clone();
+                let by_shape_left: Vec<u64> = rest
+                    .iter()
+                    .map(|&(sid, r, unit)| by_shape.place_tasks(sid, r, unit))
+                    .collect();
+                consider(by_shape, unorder(order, by_shape_left));
+                if scoring {
+                    let mixed_left = base.open_mixed(&rest);
+                    consider(base, unorder(order, mixed_left));
+                }
+            }
+        }
+        if scoring {
+            let order = orders.last().expect("an order");
+            let ordered: Vec<(usize, u64, u32)> = order.iter().map(|&k| items[k]).collect();
+            let mut like_ray = self.clone();
+            let got = like_ray.place_like_ray(&ordered, false);
+            consider(like_ray, unorder(order, got));
+        }
+        let (p, left) = best.expect("at least one way");
+        *self = p;
+        left
+    }
+
+    /// Fills the bins there are bin by bin, in the order of how well each would be used by
+    /// what is left of the items ([`simulate_fill`], best first): each takes as many of each
+    /// item, in order, as it holds. Returns what is left of each item.
+    fn fill_scored(&mut self, items: &[(usize, u64, u32)]) -> Vec<u64> {
+        let fx = self.fx;
+        let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
+        let scores: Vec<Option<Score>> = self
+            .groups
+            .iter()
+            .map(|g| {
+                simulate_fill(
+                    fx, &g.cap, &g.total, g.gpu, g.kinds, false, false, items, &left,
+                )
+                .map(|x| Score(x.0))
+            })
+            .collect();
+        let mut order: Vec<usize> = (0..self.groups.len())
+            .filter(|&i| scores[i].is_some())
+            .collect();
+        order.sort_by(|&a, &b| scores[b].cmp(&scores[a]).then(a.cmp(&b)));
+        let mut j = 0;
+        while j < order.len() && left.iter().any(|&r| r > 0) {
+            let i = order[j];
+            let before = self.groups.len();
+            for (k, &(sid, _, unit)) in items.iter().enumerate() {
+                if left[k] > 0 {
+                    left[k] = self.fill(i, sid, left[k], unit);
+                }
+            }
+            // Bins split off the group (not filled) come after the others.
+            order.extend(before..self.groups.len());
+            j += 1;
+        }
+        left
+    }
+
+    /// Fills the bins there are one at a time, like Ray's scheduler: each time the bin that,
+    /// filled first fit with what is left of the items, scores best ([`simulate_fill`]; the
+    /// first on a tie). Scores are kept in a heap and worked out again only for the bin on top
+    /// (lazy greedy): taking items rarely improves another bin's score, and this keeps the fill
+    /// near `O(bins log bins)` instead of scoring every bin after every pick. Returns what is
+    /// left of each item.
+    fn fill_best_first(&mut self, items: &[(usize, u64, u32)]) -> Vec<u64> {
+        use std::collections::BinaryHeap;
+        let fx = self.fx;
+        let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
+        let score_of = |p: &Packer, i: usize, left: &[u64]| {
+            let g = &p.groups[i];
+            simulate_fill(
+                fx, &g.cap, &g.total, g.gpu, g.kinds, false, false, items, left,
+            )
+        };
+        let mut heap: BinaryHeap<(Score, std::cmp::Reverse<usize>)> = (0..self.groups.len())
+            .filter_map(|i| score_of(self, i, &left).map(|(s, _)| (Score(s), std::cmp::Reverse(i))))
+            .collect();
+        while left.iter().any(|&r| r > 0) {
+            let Some((_, std::cmp::Reverse(i))) = heap.pop() else {
+                break;
+            };
+            let Some((score, takes)) = score_of(self, i, &left) else {
+                continue; // holds none of what is left, now or later
+            };
+            if heap.peek().is_some_and(|top| top.0 > Score(score)) {
+                heap.push((Score(score), std::cmp::Reverse(i)));
+                continue;
+            }
+            // This bin is done; the other bins of its group, if any, are a group of their own.
+            for j in self.take_scored(i, items, &takes, &mut left) {
+                if let Some((s, _)) = score_of(self, j, &left) {
+                    heap.push((Score(s), std::cmp::Reverse(j)));
+                }
+            }
+        }
+        left
+    }
+
+    /// Opens new nodes for `(shape, count, unit)` items one type at a time, like Ray's
+    /// scheduler does: of the types that may get jobs, the one a node of which, filled first
+    /// fit with the remaining items (in their order), is best used: not a GPU node for no GPU
+    /// work, then the highest minimum and then mean utilization over the resources it has,
+    /// then the first in the config. As many identical nodes as the same fill repeats are
+    /// opened at once. Returns what is left of each item.
+    fn open_mixed(&mut self, items: &[(usize, u64, u32)]) -> Vec<u64> {
+        let fx = self.fx;
+        let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
+        let mut take = vec![0u64; items.len()];
+        let mut best_take = vec![0u64; items.len()];
+        while left.iter().any(|&r| r > 0) && self.global_room > 0 {
+            let mut best: Option<((bool, f64, f64), usize)> = None;
+            for t in 0..fx.type_cap.len() {
+                if !fx.type_ok[t] || self.type_room[t] == 0 {
+                    continue;
+                }
+                let mut cap = fx.type_cap[t].clone();
+                let mut any = false;
+                let mut gpu_work = false;
+                for (k, &(sid, _, _)) in items.iter().enumerate() {
+                    take[k] = 0;
+                    if left[k] == 0 {
+                        continue;
+                    }
+                    let s = &fx.shapes[sid];
+                    let n = fit(&cap, s).min(left[k]);
+                    if n == 0 {
+                        continue;
+                    }
+                    for &i in &s.nz {
+                        cap[i] -= n * s.v[i];
+                    }
+                    take[k] = n;
+                    any = true;
+                    gpu_work |= s.gpu;
+                }
+                if !any {
+                    continue;
+                }
+                let full = &fx.type_cap[t];
+                let utils: Vec<f64> = (0..full.len())
+                    .filter(|&i| full[i] > 0)
+                    .map(|i| (full[i] - cap[i]) as f64 / full[i] as f64)
+                    .collect();
+                let min = utils.iter().copied().fold(f64::INFINITY, f64::min);
+                let mean = utils.iter().sum::<f64>() / utils.len().max(1) as f64;
+                let score = (!fx.type_gpu[t] || gpu_work, min, mean);
+                let better = match &best {
+                    None => true,
+                    Some((b, _)) => {
+                        score
+                            .0
+                            .cmp(&b.0)
+                            .then(score.1.total_cmp(&b.1))
+                            .then(score.2.total_cmp(&b.2))
+                            == std::cmp::Ordering::Greater
+                    }
+                };
+                if better {
+                    best = Some((score, t));
+                    best_take.copy_from_slice(&take);
+                }
+            }
+            let Some((_, t)) = best else {
+                break;
+            };
+            // The same fill repeats while every item it takes from has that much left.
+            let repeat = items
+                .iter()
+                .enumerate()
+                .filter(|(k, _)| best_take[*k] > 0)
+                .map(|(k, _)| left[k] / best_take[k])
+                .min()
+                .unwrap_or(1)
+                .max(1);
+            let Some(g) = self.open(t, repeat) else {
+                break;
+            };
+            let bins = self.groups[g].mult;
+            for (k, &(sid, _, unit)) in items.iter().enumerate() {
+                if best_take[k] > 0 {
+                    self.take(g, &fx.shapes[sid], best_take[k], bins, unit);
+                    left[k] -= best_take[k] * bins;
+                }
+            }
+        }
+        left
+    }
+}
