@@ -1,13 +1,73 @@
-//! Placement groups: all bundles or none, each strategy.
+//! Placement groups: all bundles or none. `STRICT_PACK` is one bundle (the sum);
+//! `STRICT_SPREAD` puts every bundle on a different node (existing, pending or new); `PACK`
+//! fills like tasks and launches one node for all remaining bundles when a type holds them;
+//! `SPREAD` prefers a node the group does not use yet, else any node that fits, and only
+//! launches a node when nothing fits (it never launches extra nodes just to spread).
 
+use std::collections::HashMap;
+
+use super::Strategy;
+use super::merge::GangItem;
 use super::packing::Packer;
 use super::resources::{Shape, ray_order, sum_vectors};
-use super::{GangItem, Strategy};
+
+/// `STRICT_PACK` and `STRICT_SPREAD`: placed first, and by Ray first too.
+pub(super) fn is_strict(s: Strategy) -> bool {
+    matches!(s, Strategy::StrictPack | Strategy::StrictSpread)
+}
+
+/// Places every input placement group of `gangs` on `p`, all bundles or none: in the order of
+/// `gangs`, the way [`Packer::place_gang`] does, or (`like_ray`) in Ray's order and Ray's way
+/// ([`Packer::place_gang_like_ray`]). Returns why each group that found no room did not, by
+/// input index.
+pub(super) fn place_gangs(
+    p: &mut Packer,
+    gangs: &[GangItem],
+    like_ray: bool,
+) -> HashMap<usize, String> {
+    let fx = p.fx;
+    let mut gang_unmet: HashMap<usize, String> = HashMap::new(); // input index -> why
+    // (gang, input): ours in the order above; Ray's by constraints then bundles (more
+    // first: strict groups with more bundles first), then as they came.
+    let mut order: Vec<(usize, usize)> = gangs
+        .iter()
+        .enumerate()
+        .flat_map(|(g, gang)| gang.inputs.iter().map(move |&i| (g, i)))
+        .collect();
+    if like_ray {
+        let ray_key = |&(g, i): &(usize, usize)| {
+            let n = gangs[g].bundles.len();
+            let constraints = if is_strict(gangs[g].strategy) { n } else { 0 };
+            (std::cmp::Reverse((constraints, n)), i)
+        };
+        order.sort_by_key(ray_key);
+    }
+    // Identical groups after one that found no room find none either.
+    let mut failed: HashMap<usize, String> = HashMap::new();
+    for (g, i) in order {
+        let gang = &gangs[g];
+        if let Some(why) = failed.get(&g) {
+            gang_unmet.insert(i, why.clone());
+            continue;
+        }
+        let placed = if like_ray {
+            p.place_gang_like_ray(gang, i as u32)
+        } else {
+            p.place_gang(gang, i as u32)
+        };
+        if let Err(sid) = placed {
+            let why = p.why(&fx.shapes[sid]);
+            gang_unmet.insert(i, why.clone());
+            failed.insert(g, why);
+        }
+    }
+    gang_unmet
+}
 
 impl<'a> Packer<'a> {
     /// Places one placement group, all bundles or none. On failure, returns the shape that
     /// found no room.
-    pub(super) fn place_gang(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
+    fn place_gang(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
         self.begin();
         let result = self.try_gang(gang, unit);
         match result {
@@ -22,7 +82,7 @@ impl<'a> Packer<'a> {
     /// `SPREAD` as plain bundles; existing bins best scoring first, then the best scoring new
     /// nodes ([`Packer::place_like_ray`]). All bundles or none; on failure, returns a shape that
     /// found no room.
-    pub(super) fn place_gang_like_ray(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
+    fn place_gang_like_ray(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
         let fx = self.fx;
         let mut items: Vec<(usize, u64, u32)> = Vec::new();
         if gang.strategy == Strategy::StrictPack {

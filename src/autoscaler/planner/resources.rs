@@ -4,7 +4,7 @@
 
 use std::collections::HashMap;
 
-use super::Resources;
+use super::{Demand, NodeTypeSpec, ObservedNode, Resources};
 
 /// Ray's resource granularity: 1/10000.
 pub(super) const SCALE: f64 = 10_000.0;
@@ -32,11 +32,23 @@ pub(super) fn fx(v: f64) -> u64 {
 #[derive(Default)]
 pub(super) struct Universe {
     pub(super) names: Vec<String>,
-    pub(super) index: HashMap<String, usize>,
+    index: HashMap<String, usize>,
 }
 
 impl Universe {
-    pub(super) fn add(&mut self, r: &Resources) {
+    /// The names that `demands` ask for, in the order they first appear.
+    pub(super) fn of(demands: &[Demand]) -> Universe {
+        let mut uni = Universe::default();
+        for d in demands {
+            match d {
+                Demand::Tasks { bundle, .. } | Demand::Constraint { bundle, .. } => uni.add(bundle),
+                Demand::Gang { bundles, .. } => bundles.iter().for_each(|b| uni.add(b)),
+            }
+        }
+        uni
+    }
+
+    fn add(&mut self, r: &Resources) {
         for (k, v) in r {
             if fx(*v) > 0 && !k.starts_with(IMPLICIT_PREFIX) && !self.index.contains_key(k) {
                 self.index.insert(k.clone(), self.names.len());
@@ -45,6 +57,12 @@ impl Universe {
         }
     }
 
+    /// The index of `GPU`, if some demand asks for GPUs.
+    pub(super) fn gpu_index(&self) -> Option<usize> {
+        self.index.get("GPU").copied()
+    }
+
+    /// `r` over these names (the others left out).
     pub(super) fn vector(&self, r: &Resources) -> Vec<u64> {
         let mut v = vec![0; self.names.len()];
         for (k, x) in r {
@@ -54,6 +72,36 @@ impl Universe {
         }
         v
     }
+}
+
+/// The resources of each node type and each node, over a [`Universe`]'s names.
+pub(super) struct Capacity {
+    /// Per node type: one node of it.
+    pub(super) types: Vec<Vec<u64>>,
+    /// Per node type: it has GPUs (whether or not some demand asks for them).
+    pub(super) type_gpu: Vec<bool>,
+    /// Per node of the input: its total resources.
+    pub(super) node_total: Vec<Vec<u64>>,
+    /// Per node of the input: its available resources.
+    pub(super) node_available: Vec<Vec<u64>>,
+    /// Per node of the input: it has GPUs.
+    pub(super) node_gpu: Vec<bool>,
+}
+
+impl Capacity {
+    pub(super) fn new(uni: &Universe, types: &[NodeTypeSpec], nodes: &[ObservedNode]) -> Capacity {
+        Capacity {
+            types: types.iter().map(|t| uni.vector(&t.resources)).collect(),
+            type_gpu: types.iter().map(|t| has_gpu(&t.resources)).collect(),
+            node_total: nodes.iter().map(|n| uni.vector(&n.total)).collect(),
+            node_available: nodes.iter().map(|n| uni.vector(&n.available)).collect(),
+            node_gpu: nodes.iter().map(|n| has_gpu(&n.total)).collect(),
+        }
+    }
+}
+
+fn has_gpu(r: &Resources) -> bool {
+    r.get("GPU").is_some_and(|g| fx(*g) > 0)
 }
 
 /// A bundle shape in fixed point, with what sorting and fitting need.

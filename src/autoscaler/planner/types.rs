@@ -114,7 +114,7 @@ pub struct WorkerJob {
     pub submitted_ms: u64,
 }
 
-/// A node type's record of refused submissions.
+/// A node type's record of refused submissions (the rules that keep it are in `limits`).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TypeHealth {
     pub consecutive_failures: u32,
@@ -125,37 +125,6 @@ pub struct TypeHealth {
     /// Set after `max_consecutive_failures` refusals; the caller clears it when the config or
     /// the demand changes.
     pub gave_up: bool,
-}
-
-impl TypeHealth {
-    /// Records a refused submission at `now_ms`: the wait is `backoff_initial_ms` doubled per
-    /// earlier consecutive refusal, at most `backoff_max_ms`; after `max_consecutive_failures`
-    /// refusals in a row (if that is not 0) the type is given up.
-    pub fn failed(&mut self, now_ms: u64, error: String, settings: &Settings) {
-        self.consecutive_failures = self.consecutive_failures.saturating_add(1);
-        let doublings = (self.consecutive_failures - 1).min(63);
-        let wait = settings
-            .backoff_initial_ms
-            .saturating_mul(1u64 << doublings)
-            .min(settings.backoff_max_ms);
-        self.retry_after_ms = now_ms.saturating_add(wait);
-        self.last_error = Some(error);
-        if settings.max_consecutive_failures > 0
-            && self.consecutive_failures >= settings.max_consecutive_failures
-        {
-            self.gave_up = true;
-        }
-    }
-
-    /// Records an accepted submission: everything is forgotten.
-    pub fn succeeded(&mut self) {
-        *self = TypeHealth::default();
-    }
-
-    /// Whether the type may not be submitted at `now_ms` (backing off, or given up).
-    pub fn blocked(&self, now_ms: u64) -> bool {
-        self.gave_up || now_ms < self.retry_after_ms
-    }
 }
 
 /// Everything [`plan`] looks at.

@@ -1,4 +1,34 @@
-//! Bins and the packer.
+//! Bins and the packer: how demand is placed.
+//!
+//! Three kinds of bin, tried in this order (first fit, biggest shapes first):
+//! 1. free capacity: the *available* resources of alive nodes (`Running` or `Idle`; not
+//!    `Draining` or `Dead`, nor a node whose worker job has ended). Busy nodes come before idle
+//!    ones and the least idle first, so the most idle nodes stay free to be handed back;
+//! 2. capacity already asked for: every `Pending` or `Running` (not yet joined) job is a whole
+//!    node of its type;
+//! 3. new nodes: the node type chosen for a shape is, in order: one without GPUs unless the shape
+//!    asks for GPUs; the one needing the fewest nodes for what is left of that shape; the one
+//!    wasting least of the resources the shape asks for; the first in the config. Shapes that
+//!    are left over then fill the spare room of those new nodes before more are opened.
+//!
+//! Shapes without GPUs go to bins that are not GPU nodes first, so CPU work placed early does
+//! not take the room that GPU work placed later needs (Ray's scheduler scores GPU nodes last
+//! for them too).
+//!
+//! Greedy packing has no order that is best for every input, and a plan must never launch more
+//! nodes than Ray's own autoscaler (`ray/autoscaler/v2/scheduler.py`) would for the same state.
+//! So tasks and constraints are packed several ways and the plan that places the most, then
+//! launches the fewest nodes, is kept (the first way on a tie, which is the order above): the
+//! shapes in the order above and in the order Ray sorts them; onto existing bins first fit, bin
+//! by bin in order of use, or bin by bin best first; onto new nodes shape by shape as above or
+//! node by node, each of the type the remaining mix fills best; and Ray's own algorithm (best
+//! scoring bin first, then the best scoring new node, with Ray's score). Placement groups and
+//! tasks together are planned with the alive nodes in the order above, busiest first (where
+//! Ray's scheduler tends to put them), and with the groups placed as Ray's scheduler places
+//! them. Each way is about `O((bins + shapes) log bins)`; the ways that score every bin are
+//! skipped above [`SCORING_BUDGET`](ways::SCORING_BUDGET) (bins times distinct shapes) and
+//! [`GANG_SCORING_BUDGET`](super::passes::GANG_SCORING_BUDGET) (placement groups times alive
+//! nodes), so the planner stays fast on huge inputs.
 
 mod like_ray;
 mod score;
@@ -7,8 +37,10 @@ mod ways;
 
 use std::collections::HashMap;
 
-use super::resources::{Shape, fit, kind_bits, show_vector};
-use super::{NodeTypeSpec, Settings};
+use super::cluster::Cluster;
+use super::limits::{blocked_reasons, launchable};
+use super::resources::{Capacity, Shape, Universe, fit, kind_bits};
+use super::{NodeTypeSpec, PlanInput, Settings};
 
 /// Where a group of bins comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,8 +79,8 @@ pub(super) struct Group {
 pub(super) struct Fixed<'a> {
     pub(super) shapes: &'a [Shape],
     pub(super) names: &'a [String],
-    pub(super) type_cap: Vec<Vec<u64>>,
-    pub(super) type_gpu: Vec<bool>,
+    pub(super) type_cap: &'a [Vec<u64>],
+    pub(super) type_gpu: &'a [bool],
     /// The index of `GPU` among the resources, if some demand asks for GPUs.
     pub(super) gpu_index: Option<usize>,
     /// The type may get new jobs: `max_workers > 0` and not blocked.
@@ -57,6 +89,86 @@ pub(super) struct Fixed<'a> {
     pub(super) type_blocked: Vec<Option<String>>,
     pub(super) types: &'a [NodeTypeSpec],
     pub(super) settings: &'a Settings,
+}
+
+impl<'a> Fixed<'a> {
+    pub(super) fn new(
+        input: &PlanInput<'a>,
+        uni: &'a Universe,
+        capacity: &'a Capacity,
+        shapes: &'a [Shape],
+    ) -> Fixed<'a> {
+        let type_blocked = blocked_reasons(input);
+        Fixed {
+            shapes,
+            names: &uni.names,
+            type_cap: &capacity.types,
+            type_gpu: &capacity.type_gpu,
+            gpu_index: uni.gpu_index(),
+            type_ok: input
+                .types
+                .iter()
+                .zip(&type_blocked)
+                .map(|(t, blocked)| launchable(t, input.settings) && blocked.is_none())
+                .collect(),
+            type_blocked,
+            types: input.types,
+            settings: input.settings,
+        }
+    }
+}
+
+/// Which capacity of the alive nodes [`existing_bins`] are.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum NodeCapacity {
+    /// Their total resources (for constraints: busy nodes count).
+    Total,
+    /// What is available on them.
+    Available,
+}
+
+/// The bins there are: the alive nodes, in their order, then the jobs in flight of each type
+/// (each a whole node of its type).
+pub(super) fn existing_bins(
+    cluster: &Cluster,
+    capacity: &Capacity,
+    fx: &Fixed,
+    which: NodeCapacity,
+) -> Vec<Group> {
+    let mut g: Vec<Group> = cluster
+        .alive
+        .iter()
+        .map(|&i| Group {
+            cap: match which {
+                NodeCapacity::Total => capacity.node_total[i].clone(),
+                NodeCapacity::Available => capacity.node_available[i].clone(),
+            },
+            mult: 1,
+            origin: Origin::Node(i),
+            used: false,
+            lo: 0,
+            placed: Vec::new(),
+            gpu: capacity.node_gpu[i],
+            total: capacity.node_total[i].clone(),
+            kinds: 0,
+        })
+        .collect();
+    for (t, jobs) in cluster.per_type.iter().enumerate() {
+        if jobs.in_flight > 0 {
+            g.push(Group {
+                cap: fx.type_cap[t].clone(),
+                mult: jobs.in_flight,
+                origin: Origin::Pending(t),
+                used: false,
+                lo: 0,
+                placed: Vec::new(),
+                gpu: fx.type_gpu[t],
+                total: fx.type_cap[t].clone(),
+                kinds: 0,
+            });
+        }
+    }
+    g
 }
 
 /// What [`Packer::rollback`] restores: the groups as they were at [`Packer::begin`].
@@ -403,43 +515,5 @@ impl<'a> Packer<'a> {
             // Capacity came back: the cursors may be past it.
             self.cursor.clear();
         }
-    }
-
-    /// Why a bundle of `s` got no new node.
-    pub(super) fn why(&self, s: &Shape) -> String {
-        let fx = self.fx;
-        let mut parts = Vec::new();
-        let mut any = false;
-        for (t, spec) in fx.types.iter().enumerate() {
-            if spec.max_workers == 0 || fit(&fx.type_cap[t], s) == 0 {
-                continue;
-            }
-            any = true;
-            if let Some(b) = &fx.type_blocked[t] {
-                parts.push(b.clone());
-            } else if self.type_room[t] == 0 {
-                parts.push(format!(
-                    "node type {} is at its max_workers ({})",
-                    spec.name, spec.max_workers
-                ));
-            }
-        }
-        if !any || fx.settings.max_workers == 0 {
-            return format!(
-                "no node type can launch a node for {}; waiting for existing nodes to free \
-                 resources",
-                show_vector(&s.v, fx.names)
-            );
-        }
-        if self.global_room == 0 {
-            parts.push(format!(
-                "the cluster is at max_workers ({})",
-                fx.settings.max_workers
-            ));
-        }
-        if parts.is_empty() {
-            parts.push("needs more new nodes than max_workers leaves room for".to_string());
-        }
-        parts.join("; ")
     }
 }
