@@ -112,53 +112,66 @@ impl<'a> Packer<'a> {
     }
 
     fn try_gang(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
-        let fx = self.fx;
         match gang.strategy {
-            Strategy::StrictPack => {
-                let s = &fx.shapes[gang.sum];
-                let g = match self.find_one(gang.sum, |_| true) {
-                    Some(g) => g,
-                    None => self.open_for(s, 1).ok_or(gang.sum)?,
+            Strategy::StrictPack => self.try_strict_pack(gang, unit),
+            Strategy::StrictSpread => self.try_strict_spread(gang, unit),
+            Strategy::Pack | Strategy::Spread => self.try_pack_or_spread(gang, unit),
+        }
+    }
+
+    /// All bundles as one (their sum), on one bin.
+    fn try_strict_pack(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
+        let s = &self.fx.shapes[gang.sum];
+        let g = match self.find_one(gang.sum, |_| true) {
+            Some(g) => g,
+            None => self.open_for(s, 1).ok_or(gang.sum)?,
+        };
+        self.take(g, s, 1, 1, unit);
+        Ok(())
+    }
+
+    /// Every bundle on a different bin.
+    fn try_strict_spread(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
+        let fx = self.fx;
+        let mut used: Vec<usize> = Vec::new();
+        for &b in &gang.bundles {
+            let s = &fx.shapes[b];
+            let g = match self.find_one(b, |i| !used.contains(&i)) {
+                Some(g) => g,
+                None => self.open_for(s, 1).ok_or(b)?,
+            };
+            self.take(g, s, 1, 1, unit);
+            used.push(g);
+        }
+        Ok(())
+    }
+
+    /// Bundle by bundle: `SPREAD` onto a bin the group does not use yet if one fits, else (and
+    /// for `PACK`) any bin that fits, else a new node.
+    fn try_pack_or_spread(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
+        let fx = self.fx;
+        let spread = gang.strategy == Strategy::Spread;
+        let mut used: Vec<usize> = Vec::new();
+        for (k, &b) in gang.bundles.iter().enumerate() {
+            let s = &fx.shapes[b];
+            let mut g = if spread {
+                self.find_one(b, |i| !used.contains(&i))
+            } else {
+                None
+            };
+            if g.is_none() {
+                g = self.find_one(b, |_| true);
+            }
+            if g.is_none() {
+                g = if spread {
+                    self.open_for(s, 1)
+                } else {
+                    self.open_for_pack(&gang.bundles[k..])
                 };
-                self.take(g, s, 1, 1, unit);
             }
-            Strategy::StrictSpread => {
-                let mut used: Vec<usize> = Vec::new();
-                for &b in &gang.bundles {
-                    let s = &fx.shapes[b];
-                    let g = match self.find_one(b, |i| !used.contains(&i)) {
-                        Some(g) => g,
-                        None => self.open_for(s, 1).ok_or(b)?,
-                    };
-                    self.take(g, s, 1, 1, unit);
-                    used.push(g);
-                }
-            }
-            Strategy::Pack | Strategy::Spread => {
-                let spread = gang.strategy == Strategy::Spread;
-                let mut used: Vec<usize> = Vec::new();
-                for (k, &b) in gang.bundles.iter().enumerate() {
-                    let s = &fx.shapes[b];
-                    let mut g = if spread {
-                        self.find_one(b, |i| !used.contains(&i))
-                    } else {
-                        None
-                    };
-                    if g.is_none() {
-                        g = self.find_one(b, |_| true);
-                    }
-                    if g.is_none() {
-                        g = if spread {
-                            self.open_for(s, 1)
-                        } else {
-                            self.open_for_pack(&gang.bundles[k..])
-                        };
-                    }
-                    let g = g.ok_or(b)?;
-                    self.take(g, s, 1, 1, unit);
-                    used.push(g);
-                }
-            }
+            let g = g.ok_or(b)?;
+            self.take(g, s, 1, 1, unit);
+            used.push(g);
         }
         Ok(())
     }

@@ -304,8 +304,28 @@ impl<'a> Packer<'a> {
         0
     }
 
-    /// Puts into one bin of group `i` what [`simulate_fill`] said it takes of each item, and
-    /// takes that off `left`. Returns the groups split off `i` (its other bins).
+    /// Puts on each of `bins` bins of group `g` what [`simulate_fill`](score::simulate_fill)
+    /// said one bin takes of each item, and takes that off `left`.
+    fn take_fill(
+        &mut self,
+        g: usize,
+        items: &[(usize, u64, u32)],
+        takes: &[u64],
+        bins: u64,
+        left: &mut [u64],
+    ) {
+        let fx = self.fx;
+        for (k, &(sid, _, unit)) in items.iter().enumerate() {
+            if takes[k] > 0 {
+                self.take(g, &fx.shapes[sid], takes[k], bins, unit);
+                left[k] -= takes[k] * bins;
+            }
+        }
+    }
+
+    /// Puts into one bin of group `i` what [`simulate_fill`](score::simulate_fill) said it
+    /// takes of each item, and takes that off `left`. Returns the groups split off `i` (its
+    /// other bins).
     fn take_scored(
         &mut self,
         i: usize,
@@ -313,15 +333,32 @@ impl<'a> Packer<'a> {
         takes: &[u64],
         left: &mut [u64],
     ) -> std::ops::Range<usize> {
-        let fx = self.fx;
         let before = self.groups.len();
-        for (k, &(sid, _, unit)) in items.iter().enumerate() {
-            if takes[k] > 0 {
-                self.take(i, &fx.shapes[sid], takes[k], 1, unit);
-                left[k] -= takes[k];
-            }
-        }
+        self.take_fill(i, items, takes, 1, left);
         before..self.groups.len()
+    }
+
+    /// Opens new nodes of type `t`, each filled with `takes` of the items, and takes that off
+    /// `left`: as many nodes at once as the same fill repeats (while every item it takes from
+    /// has that much left), as room allows; Ray's scheduler opens them one by one, and at a
+    /// million bundles that is a million steps. Returns the group, `None` without room.
+    fn open_filled(
+        &mut self,
+        t: usize,
+        items: &[(usize, u64, u32)],
+        takes: &[u64],
+        left: &mut [u64],
+    ) -> Option<usize> {
+        let repeat = (0..items.len())
+            .filter(|&k| takes[k] > 0)
+            .map(|k| left[k] / takes[k])
+            .min()
+            .unwrap_or(1)
+            .max(1);
+        let g = self.open(t, repeat)?;
+        let bins = self.groups[g].mult;
+        self.take_fill(g, items, takes, bins, left);
+        Some(g)
     }
 
     /// First fit of `r` bundles of `sid` onto the existing groups; returns what is left.

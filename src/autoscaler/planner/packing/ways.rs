@@ -35,28 +35,7 @@ impl<'a> Packer<'a> {
         &mut self,
         items: &[(usize, u64, u32)],
     ) -> Vec<u64> {
-        let fx = self.fx;
-        let mut orders: Vec<Vec<usize>> = vec![(0..items.len()).collect()];
-        let mut ray: Vec<usize> = (0..items.len()).collect();
-        ray.sort_by(|&a, &b| ray_order(&fx.shapes[items[a].0], &fx.shapes[items[b].0]));
-        if ray != orders[0] {
-            orders.push(ray);
-        }
-        let key = |p: &Packer, l: &[u64]| (l.iter().sum::<u64>(), p.next_ordinal);
-        let mut best: Option<(Packer<'a>, Vec<u64>)> = None;
-        let mut consider = |p: Packer<'a>, l: Vec<u64>| {
-            if best.as_ref().is_none_or(|(b, bl)| key(&p, &l) < key(b, bl)) {
-                best = Some((p, l));
-            }
-        };
-        // `left` in the items' order from what a way returns in `order`.
-        let unorder = |order: &[usize], got: Vec<u64>| {
-            let mut left = vec![0u64; items.len()];
-            for (j, r) in got.into_iter().enumerate() {
-                left[order[j]] = r;
-            }
-            left
-        };
+        let orders = self.orders(items);
         // The ways that score bins (or node types) look at every item for every bin they score:
         // only while that stays small (many distinct shapes on many nodes get first fit and
         // shape by shape only).
@@ -66,49 +45,84 @@ impl<'a> Packer<'a> {
         } else {
             &[Fill::FirstFit]
         };
+        let mut best: Option<Way<'a>> = None;
         for order in &orders {
             let ordered: Vec<(usize, u64, u32)> = order.iter().map(|&k| items[k]).collect();
             for &fill in fills {
-                let mut base = self.clone();
-                let got = match fill {
-                    Fill::FirstFit => ordered
-                        .iter()
-                        .map(|&(sid, n, unit)| base.place_bulk(sid, n, unit))
-                        .collect(),
-                    Fill::Scored => base.fill_scored(&ordered),
-                    Fill::BestFirst => base.fill_best_first(&ordered),
-                };
-                if got.iter().all(|&r| r == 0) {
-                    consider(base, unorder(order, got));
-                    continue;
-                }
-                let rest: Vec<(usize, u64, u32)> = ordered
-                    .iter()
-                    .zip(&got)
-                    .map(|(&(sid, _, unit), &r)| (sid, r, unit))
-                    .collect();
-                let mut by_shape = base.clone();
-                let by_shape_left: Vec<u64> = rest
-                    .iter()
-                    .map(|&(sid, r, unit)| by_shape.place_tasks(sid, r, unit))
-                    .collect();
-                consider(by_shape, unorder(order, by_shape_left));
-                if scoring {
-                    let mixed_left = base.open_mixed(&rest);
-                    consider(base, unorder(order, mixed_left));
+                for way in self.fill_then_open(fill, &ordered, scoring) {
+                    way.unordered(order).consider(&mut best);
                 }
             }
         }
         if scoring {
             let order = orders.last().expect("an order");
             let ordered: Vec<(usize, u64, u32)> = order.iter().map(|&k| items[k]).collect();
-            let mut like_ray = self.clone();
-            let got = like_ray.place_like_ray(&ordered, false);
-            consider(like_ray, unorder(order, got));
+            let mut packer = self.clone();
+            let left = packer.place_like_ray(&ordered, false);
+            Way { packer, left }.unordered(order).consider(&mut best);
         }
-        let (p, left) = best.expect("at least one way");
-        *self = p;
-        left
+        let best = best.expect("at least one way");
+        *self = best.packer;
+        best.left
+    }
+
+    /// The orders to pack `items` in: theirs, and Ray's ([`ray_order`]) if that differs.
+    fn orders(&self, items: &[(usize, u64, u32)]) -> Vec<Vec<usize>> {
+        let fx = self.fx;
+        let mut orders: Vec<Vec<usize>> = vec![(0..items.len()).collect()];
+        let mut ray: Vec<usize> = (0..items.len()).collect();
+        ray.sort_by(|&a, &b| ray_order(&fx.shapes[items[a].0], &fx.shapes[items[b].0]));
+        if ray != orders[0] {
+            orders.push(ray);
+        }
+        orders
+    }
+
+    /// The bins there are filled the `fill` way; if something is left, the rest onto new nodes
+    /// shape by shape, and (when `scoring`) node by node for the remaining mix.
+    fn fill_then_open(
+        &self,
+        fill: Fill,
+        items: &[(usize, u64, u32)],
+        scoring: bool,
+    ) -> Vec<Way<'a>> {
+        let mut base = self.clone();
+        let got: Vec<u64> = match fill {
+            Fill::FirstFit => items
+                .iter()
+                .map(|&(sid, n, unit)| base.place_bulk(sid, n, unit))
+                .collect(),
+            Fill::Scored => base.fill_scored(items),
+            Fill::BestFirst => base.fill_best_first(items),
+        };
+        if got.iter().all(|&r| r == 0) {
+            return vec![Way {
+                packer: base,
+                left: got,
+            }];
+        }
+        let rest: Vec<(usize, u64, u32)> = items
+            .iter()
+            .zip(&got)
+            .map(|(&(sid, _, unit), &r)| (sid, r, unit))
+            .collect();
+        let mut by_shape = base.clone();
+        let by_shape_left: Vec<u64> = rest
+            .iter()
+            .map(|&(sid, r, unit)| by_shape.place_tasks(sid, r, unit))
+            .collect();
+        let mut ways = vec![Way {
+            packer: by_shape,
+            left: by_shape_left,
+        }];
+        if scoring {
+            let mixed_left = base.open_mixed(&rest);
+            ways.push(Way {
+                packer: base,
+                left: mixed_left,
+            });
+        }
+        ways
     }
 
     /// Fills the bins there are bin by bin, in the order of how well each would be used by
@@ -196,84 +210,114 @@ impl<'a> Packer<'a> {
     fn open_mixed(&mut self, items: &[(usize, u64, u32)]) -> Vec<u64> {
         let fx = self.fx;
         let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
-        let mut take = vec![0u64; items.len()];
-        let mut best_take = vec![0u64; items.len()];
         while left.iter().any(|&r| r > 0) && self.global_room > 0 {
-            let mut best: Option<((bool, f64, f64), usize)> = None;
+            let mut best: Option<(MixedFill, usize)> = None;
             for t in 0..fx.type_cap.len() {
                 if !fx.type_ok[t] || self.type_room[t] == 0 {
                     continue;
                 }
-                let mut cap = fx.type_cap[t].clone();
-                let mut any = false;
-                let mut gpu_work = false;
-                for (k, &(sid, _, _)) in items.iter().enumerate() {
-                    take[k] = 0;
-                    if left[k] == 0 {
-                        continue;
-                    }
-                    let s = &fx.shapes[sid];
-                    let n = fit(&cap, s).min(left[k]);
-                    if n == 0 {
-                        continue;
-                    }
-                    for &i in &s.nz {
-                        cap[i] -= n * s.v[i];
-                    }
-                    take[k] = n;
-                    any = true;
-                    gpu_work |= s.gpu;
-                }
-                if !any {
-                    continue;
-                }
-                let full = &fx.type_cap[t];
-                let utils: Vec<f64> = (0..full.len())
-                    .filter(|&i| full[i] > 0)
-                    .map(|i| (full[i] - cap[i]) as f64 / full[i] as f64)
-                    .collect();
-                let min = utils.iter().copied().fold(f64::INFINITY, f64::min);
-                let mean = utils.iter().sum::<f64>() / utils.len().max(1) as f64;
-                let score = (!fx.type_gpu[t] || gpu_work, min, mean);
-                let better = match &best {
-                    None => true,
-                    Some((b, _)) => {
-                        score
-                            .0
-                            .cmp(&b.0)
-                            .then(score.1.total_cmp(&b.1))
-                            .then(score.2.total_cmp(&b.2))
-                            == std::cmp::Ordering::Greater
-                    }
-                };
-                if better {
-                    best = Some((score, t));
-                    best_take.copy_from_slice(&take);
+                if let Some(fill) = self.mixed_fill(t, items, &left)
+                    && best.as_ref().is_none_or(|(b, _)| fill.beats(b))
+                {
+                    best = Some((fill, t));
                 }
             }
-            let Some((_, t)) = best else {
+            let Some((fill, t)) = best else {
                 break;
             };
-            // The same fill repeats while every item it takes from has that much left.
-            let repeat = items
-                .iter()
-                .enumerate()
-                .filter(|(k, _)| best_take[*k] > 0)
-                .map(|(k, _)| left[k] / best_take[k])
-                .min()
-                .unwrap_or(1)
-                .max(1);
-            let Some(g) = self.open(t, repeat) else {
+            if self.open_filled(t, items, &fill.takes, &mut left).is_none() {
                 break;
-            };
-            let bins = self.groups[g].mult;
-            for (k, &(sid, _, unit)) in items.iter().enumerate() {
-                if best_take[k] > 0 {
-                    self.take(g, &fx.shapes[sid], best_take[k], bins, unit);
-                    left[k] -= best_take[k] * bins;
-                }
             }
         }
         left
+    }
+
+    /// One new node of type `t` filled first fit with what is left of the items, in their
+    /// order; `None` if it takes none.
+    fn mixed_fill(&self, t: usize, items: &[(usize, u64, u32)], left: &[u64]) -> Option<MixedFill> {
+        let fx = self.fx;
+        let mut cap = fx.type_cap[t].clone();
+        let mut takes = vec![0u64; items.len()];
+        let mut any = false;
+        let mut gpu_work = false;
+        for (k, &(sid, _, _)) in items.iter().enumerate() {
+            if left[k] == 0 {
+                continue;
+            }
+            let s = &fx.shapes[sid];
+            let n = fit(&cap, s).min(left[k]);
+            if n == 0 {
+                continue;
+            }
+            for &i in &s.nz {
+                cap[i] -= n * s.v[i];
+            }
+            takes[k] = n;
+            any = true;
+            gpu_work |= s.gpu;
+        }
+        if !any {
+            return None;
+        }
+        let full = &fx.type_cap[t];
+        let utils: Vec<f64> = (0..full.len())
+            .filter(|&i| full[i] > 0)
+            .map(|i| (full[i] - cap[i]) as f64 / full[i] as f64)
+            .collect();
+        Some(MixedFill {
+            gpu_ok: !fx.type_gpu[t] || gpu_work,
+            min: utils.iter().copied().fold(f64::INFINITY, f64::min),
+            mean: utils.iter().sum::<f64>() / utils.len().max(1) as f64,
+            takes,
+        })
+    }
+}
+
+/// One way's plan: the packer after it, and what it left of each item.
+struct Way<'a> {
+    packer: Packer<'a>,
+    left: Vec<u64>,
+}
+
+impl<'a> Way<'a> {
+    /// `left` in the items' order, from a way that packed them in `order`.
+    fn unordered(self, order: &[usize]) -> Way<'a> {
+        let mut left = vec![0u64; order.len()];
+        for (j, r) in self.left.into_iter().enumerate() {
+            left[order[j]] = r;
+        }
+        Way {
+            packer: self.packer,
+            left,
+        }
+    }
+
+    /// Keeps this way in `best` if it places more, or as much with fewer new nodes.
+    fn consider(self, best: &mut Option<Way<'a>>) {
+        let key = |w: &Way| (w.left.iter().sum::<u64>(), w.packer.next_ordinal);
+        if best.as_ref().is_none_or(|b| key(&self) < key(b)) {
+            *best = Some(self);
+        }
+    }
+}
+
+/// How well one new node of a type is used, filled first fit with the remaining items.
+struct MixedFill {
+    /// Not a GPU node, or GPU work on it.
+    gpu_ok: bool,
+    /// The lowest and the mean utilization over the resources the node has.
+    min: f64,
+    mean: f64,
+    /// What the node takes of each item.
+    takes: Vec<u64>,
+}
+
+impl MixedFill {
+    fn beats(&self, other: &MixedFill) -> bool {
+        self.gpu_ok
+            .cmp(&other.gpu_ok)
+            .then(self.min.total_cmp(&other.min))
+            .then(self.mean.total_cmp(&other.mean))
+            == std::cmp::Ordering::Greater
     }
 }
