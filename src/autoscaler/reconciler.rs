@@ -8,8 +8,8 @@ use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::planner::{
-    Demand, JobPhase, NodeTypeSpec, ObservedNode, Plan, PlanInput, Settings, TypeHealth, WorkerJob,
-    plan,
+    Cancel, Demand, Drain, JobPhase, NodeTypeSpec, ObservedNode, Plan, PlanInput, Settings, Submit,
+    TypeHealth, WorkerJob, plan,
 };
 use crate::config::{AutoscalerConfig, NodeTypeConfig};
 use crate::metrics::Metrics;
@@ -355,15 +355,20 @@ impl Reconciler {
 
     async fn act(&mut self, gcs: &GcsClient, p: &Plan, metrics: &Metrics, now: u64) {
         // Queued jobs no longer needed go first, in one call.
-        let cancel: Vec<String> = p.cancel.iter().map(|(id, _)| id.clone()).collect();
-        for (id, why) in &p.cancel {
+        let cancel: Vec<String> = p.cancel.iter().map(|c| c.job_id.clone()).collect();
+        for Cancel { job_id: id, why } in &p.cancel {
             tracing::info!("autoscaler: cancelling job {id}: {why}");
         }
         self.cancel(&cancel);
         // Idle nodes: drain (refused when busy again), then give their job back.
         let deadline = now as i64 + 30_000;
         let mut drained = vec![];
-        for (node_id, job_id, why) in &p.drain {
+        for Drain {
+            node_id,
+            job_id,
+            why,
+        } in &p.drain
+        {
             let Ok(id) = node_id_from_hex(node_id) else {
                 continue;
             };
@@ -387,7 +392,11 @@ impl Reconciler {
             }
         }
         self.cancel(&drained);
-        for (type_name, count) in &p.submit {
+        for Submit {
+            node_type: type_name,
+            count,
+        } in &p.submit
+        {
             let Some(t) = self.types.iter().find(|t| &t.name == type_name).cloned() else {
                 continue;
             };

@@ -18,7 +18,7 @@ use std::collections::HashMap;
 use super::cluster::Cluster;
 use super::packing::{Group, Origin, Packer};
 use super::resources::{Shape, fit, show_vector};
-use super::{NodeTypeSpec, PlanInput, Settings, TypeHealth};
+use super::{NodeTypeSpec, PlanInput, Settings, Submit, TypeHealth};
 
 impl TypeHealth {
     /// Records a refused submission at `now_ms`: the wait is `backoff_initial_ms` doubled per
@@ -201,12 +201,15 @@ impl UpscalingCap {
 }
 
 impl Launch {
-    /// Jobs to submit: (node type, how many), in the config's type order.
-    pub(super) fn submissions(&self, types: &[NodeTypeSpec]) -> Vec<(String, u32)> {
+    /// Jobs to submit, in the config's type order.
+    pub(super) fn submissions(&self, types: &[NodeTypeSpec]) -> Vec<Submit> {
         let mut submit = Vec::new();
         for (t, n) in self.per_type.iter().enumerate() {
             if *n > 0 {
-                submit.push((types[t].name.clone(), (*n).min(u64::from(u32::MAX)) as u32));
+                submit.push(Submit {
+                    node_type: types[t].name.clone(),
+                    count: (*n).min(u64::from(u32::MAX)) as u32,
+                });
             }
         }
         submit

@@ -38,8 +38,8 @@ use packing::{Fixed, NodeCapacity, Packer, existing_bins};
 use resources::{Capacity, Universe};
 use scale_down::Needed;
 pub use types::{
-    Demand, JobPhase, NodeStatus, NodeTypeSpec, ObservedNode, Plan, PlanInput, Resources, Settings,
-    Strategy, TypeHealth, WorkerJob,
+    Cancel, Demand, Drain, JobPhase, NodeStatus, NodeTypeSpec, ObservedNode, Plan, PlanInput,
+    Resources, Settings, Strategy, Submit, TypeHealth, Waiting, WorkerJob,
 };
 
 /// Computes what to do. Pure and deterministic; see the module documentation for the rules.

@@ -17,7 +17,7 @@ use std::collections::HashSet;
 
 use super::cluster::{Cluster, Live, is_head};
 use super::packing::{Origin, Packer};
-use super::{NodeStatus, PlanInput, WorkerJob};
+use super::{Cancel, Drain, NodeStatus, PlanInput, WorkerJob};
 
 /// What the plans for demand and constraints use.
 pub(super) struct Needed {
@@ -52,8 +52,8 @@ impl Needed {
 
 /// The jobs to cancel.
 pub(super) struct Cancellations {
-    /// (job id, why): jobs whose Ray node died (in job order), then queued jobs, newest first.
-    pub(super) list: Vec<(String, String)>,
+    /// Jobs whose Ray node died (in job order), then queued jobs, newest first.
+    pub(super) list: Vec<Cancel>,
     /// Per job: cancelled.
     cancelled: Vec<bool>,
     /// Per node type: live jobs cancelled.
@@ -82,8 +82,8 @@ struct Cancelling<'a> {
     jobs: &'a [WorkerJob],
     cluster: &'a Cluster<'a>,
     cancelled: Vec<bool>,
-    /// (job id, why): started or joined jobs whose node died.
-    dead: Vec<(String, String)>,
+    /// Started or joined jobs whose node died.
+    dead: Vec<Cancel>,
     /// (job index, why): queued jobs.
     queued: Vec<(usize, String)>,
     removed_per_type: Vec<u64>,
@@ -96,8 +96,10 @@ impl Cancelling<'_> {
         for (i, j) in self.jobs.iter().enumerate() {
             if live[i] == Live::NodeDead {
                 self.cancelled[i] = true;
-                self.dead
-                    .push((j.job_id.clone(), "its Ray node is dead".to_string()));
+                self.dead.push(Cancel {
+                    job_id: j.job_id.clone(),
+                    why: "its Ray node is dead".to_string(),
+                });
             } else if live[i] == (Live::InFlight { started: false })
                 && self.cluster.job_type(i).is_none()
             {
@@ -174,11 +176,10 @@ impl Cancelling<'_> {
         let jobs = self.jobs;
         self.queued.sort_by(|a, b| newest_first(jobs, a.0, b.0));
         let mut list = self.dead;
-        list.extend(
-            self.queued
-                .into_iter()
-                .map(|(i, why)| (jobs[i].job_id.clone(), why)),
-        );
+        list.extend(self.queued.into_iter().map(|(i, why)| Cancel {
+            job_id: jobs[i].job_id.clone(),
+            why,
+        }));
         Cancellations {
             list,
             cancelled: self.cancelled,
@@ -203,13 +204,13 @@ struct IdleNode {
     node_type: Option<usize>,
 }
 
-/// Idle nodes to drain and then cancel: (node id, job id, why), most idle first.
+/// Idle nodes to drain and then cancel, most idle first.
 pub(super) fn drain(
     input: &PlanInput,
     cluster: &Cluster,
     needed: &Needed,
     cancels: &Cancellations,
-) -> Vec<(String, String, String)> {
+) -> Vec<Drain> {
     let (nodes, jobs, settings) = (input.nodes, input.jobs, input.settings);
     let mut removed_t = cancels.removed_per_type.clone();
     let mut drained_nodes: HashSet<&str> = HashSet::new();
@@ -235,15 +236,15 @@ pub(super) fn drain(
         }
         drained_nodes.insert(nodes[n].node_id.as_str());
         drained_jobs.insert(j);
-        drain.push((
-            nodes[n].node_id.clone(),
-            jobs[j].job_id.clone(),
-            format!(
+        drain.push(Drain {
+            node_id: nodes[n].node_id.clone(),
+            job_id: jobs[j].job_id.clone(),
+            why: format!(
                 "idle for {}s (idle_timeout {}s)",
                 nodes[n].idle_ms / 1000,
                 settings.idle_timeout_ms / 1000
             ),
-        ));
+        });
     }
     drain
 }

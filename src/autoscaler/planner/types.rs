@@ -143,17 +143,47 @@ pub struct PlanInput<'a> {
 /// What to do, and what to report.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Plan {
-    /// Jobs to submit: (node type, how many), in the config's type order.
-    pub submit: Vec<(String, u32)>,
-    /// Jobs to cancel: (job id, why). Queued jobs no longer needed (newest first), queued jobs
-    /// of unconfigured types or over `max_workers`, and jobs whose Ray node died.
-    pub cancel: Vec<(String, String)>,
-    /// Idle nodes to drain and then cancel: (node id, job id, why), most idle first.
-    pub drain: Vec<(String, String, String)>,
+    /// Jobs to submit, in the config's type order.
+    pub submit: Vec<Submit>,
+    /// Jobs to cancel: those whose Ray node died (in job order), then queued jobs no longer
+    /// needed, of unconfigured types or over `max_workers` (newest first).
+    pub cancel: Vec<Cancel>,
+    /// Idle nodes to drain and then cancel, most idle first.
+    pub drain: Vec<Drain>,
     /// Demand no node type and no alive node can ever hold: reported, never submitted.
     pub infeasible: Vec<Demand>,
     /// Demand that could be met but is held back (limits, backoff, busy nodes), and why.
-    pub waiting: Vec<(Demand, String)>,
+    pub waiting: Vec<Waiting>,
+}
+
+/// New jobs of one node type.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Submit {
+    pub node_type: String,
+    pub count: u32,
+}
+
+/// A job to cancel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cancel {
+    pub job_id: String,
+    pub why: String,
+}
+
+/// An idle node to drain; once drained, its job is cancelled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Drain {
+    pub node_id: String,
+    pub job_id: String,
+    pub why: String,
+}
+
+/// Demand held back: for tasks and constraints, `count` is the bundles held back for `why`
+/// (one demand may wait for several reasons, each its own entry).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Waiting {
+    pub demand: Demand,
+    pub why: String,
 }
 
 impl Plan {

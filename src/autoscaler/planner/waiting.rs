@@ -3,10 +3,10 @@
 
 use std::collections::HashMap;
 
-use super::Demand;
 use super::merge::{MergedDemand, TaskItem};
 use super::packing::Packer;
 use super::passes::Placement;
+use super::{Demand, Waiting};
 
 /// Per item of `items`: the bundles `p` left unplaced (`left`), and why (see [`Packer::why`]).
 pub(super) fn unplaced(p: &Packer, items: &[TaskItem], left: Vec<u64>) -> Vec<Vec<(String, u64)>> {
@@ -29,8 +29,9 @@ pub(super) fn report(
     constraints_unmet: Vec<Vec<(String, u64)>>,
     held_back: &HashMap<u32, u64>,
     held_back_why: &str,
-) -> Vec<(Demand, String)> {
-    let mut waiting: Vec<(usize, Demand, String)> = Vec::new();
+) -> Vec<Waiting> {
+    // By input index, so that the sort below gives the input order.
+    let mut waiting: Vec<(usize, Waiting)> = Vec::new();
     for gang in &merged.gangs {
         for &i in &gang.inputs {
             let why = placement.gangs_unmet.get(&i).cloned().or_else(|| {
@@ -40,7 +41,8 @@ pub(super) fn report(
                     .map(|_| held_back_why.to_string())
             });
             if let Some(why) = why {
-                waiting.push((i, demands[i].clone(), why));
+                let demand = demands[i].clone();
+                waiting.push((i, Waiting { demand, why }));
             }
         }
     }
@@ -51,16 +53,18 @@ pub(super) fn report(
             list.push((held_back_why.to_string(), *n));
         }
         for (why, n) in list {
-            waiting.push((item.first, with_count(&demands[item.first], n), why));
+            let demand = with_count(&demands[item.first], n);
+            waiting.push((item.first, Waiting { demand, why }));
         }
     }
     for (item, list) in merged.constraints.iter().zip(constraints_unmet) {
         for (why, n) in list {
-            waiting.push((item.first, with_count(&demands[item.first], n), why));
+            let demand = with_count(&demands[item.first], n);
+            waiting.push((item.first, Waiting { demand, why }));
         }
     }
     waiting.sort_by_key(|w| w.0);
-    waiting.into_iter().map(|(_, d, w)| (d, w)).collect()
+    waiting.into_iter().map(|(_, w)| w).collect()
 }
 
 /// Tasks or a constraint as `d`, `n` bundles of it; a placement group as it is.

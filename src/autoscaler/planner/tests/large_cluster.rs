@@ -66,7 +66,7 @@ fn large_cluster() {
     let t = std::time::Instant::now();
     let p = plan(&input);
     let took = t.elapsed();
-    let submitted: u32 = p.submit.iter().map(|x| x.1).sum();
+    let submitted: u32 = p.submit.iter().map(|x| x.count).sum();
     assert_eq!(submitted, 1000, "{:?}", p.submit);
     assert!(!p.waiting.is_empty());
     eprintln!(
@@ -140,7 +140,7 @@ fn large_cluster_distinct_shapes() {
         now_ms: NOW,
     });
     let took = t.elapsed();
-    let submitted: u32 = p.submit.iter().map(|x| x.1).sum();
+    let submitted: u32 = p.submit.iter().map(|x| x.count).sum();
     // 2,000 joined: at most 2,000 in flight; 3,000 left under max_workers.
     assert_eq!(submitted, 2000, "{:?}", p.submit);
     assert!(p.infeasible.is_empty());

@@ -186,15 +186,19 @@ fn check(case: &Case) -> Result<Plan, String> {
     };
     let p = plan(&input);
     let mut errs = Vec::new();
-    let submit: Vec<(&str, u32)> = p.submit.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+    let submit: Vec<(&str, u32)> = p
+        .submit
+        .iter()
+        .map(|s| (s.node_type.as_str(), s.count))
+        .collect();
     if submit != case.submit {
         errs.push(format!("submit {submit:?}, want {:?}", case.submit));
     }
-    let cancel: Vec<&str> = p.cancel.iter().map(|c| c.0.as_str()).collect();
+    let cancel: Vec<&str> = p.cancel.iter().map(|c| c.job_id.as_str()).collect();
     if cancel != case.cancel {
         errs.push(format!("cancel {:?}, want {:?}", p.cancel, case.cancel));
     }
-    let drain: Vec<&str> = p.drain.iter().map(|d| d.0.as_str()).collect();
+    let drain: Vec<&str> = p.drain.iter().map(|d| d.node_id.as_str()).collect();
     if drain != case.drain {
         errs.push(format!("drain {:?}, want {:?}", p.drain, case.drain));
     }
@@ -208,7 +212,7 @@ fn check(case: &Case) -> Result<Plan, String> {
         && p.waiting
             .iter()
             .zip(&case.waiting)
-            .all(|((d, why), (want, n))| {
+            .all(|(Waiting { demand: d, why }, (want, n))| {
                 why.contains(want)
                     && match (d, n) {
                         (
@@ -229,7 +233,7 @@ fn check(case: &Case) -> Result<Plan, String> {
     // Carried out (submitted jobs queued, cancelled jobs ended, drained nodes draining),
     // the plan asks for nothing more.
     // (Not for the cases that submit billions.)
-    if p.submit.iter().map(|s| u64::from(s.1)).sum::<u64>() > 100_000 {
+    if p.submit.iter().map(|s| u64::from(s.count)).sum::<u64>() > 100_000 {
         return if errs.is_empty() {
             Ok(p)
         } else {
@@ -238,18 +242,22 @@ fn check(case: &Case) -> Result<Plan, String> {
     }
     let mut jobs = case.jobs.clone();
     for j in &mut jobs {
-        if p.cancel.iter().any(|c| c.0 == j.job_id) {
+        if p.cancel.iter().any(|c| c.job_id == j.job_id) {
             j.phase = JobPhase::Ended;
         }
     }
-    for (t, n) in &p.submit {
+    for Submit {
+        node_type: t,
+        count: n,
+    } in &p.submit
+    {
         for k in 0..*n {
             jobs.push(job(&format!("new-{t}-{k}"), t, JobPhase::Pending, NOW));
         }
     }
     let mut nodes = case.nodes.clone();
     for n in &mut nodes {
-        if p.drain.iter().any(|d| d.0 == n.node_id) {
+        if p.drain.iter().any(|d| d.node_id == n.node_id) {
             n.status = NodeStatus::Draining;
         }
     }
