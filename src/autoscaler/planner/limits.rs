@@ -18,6 +18,7 @@ use std::collections::HashMap;
 use super::cluster::Cluster;
 use super::packing::{Group, Origin, Packer};
 use super::resources::{Shape, fit, show_vector};
+use super::waiting::Unplaced;
 use super::{NodeTypeSpec, PlanInput, Settings, Submit, TypeHealth};
 
 impl TypeHealth {
@@ -132,7 +133,9 @@ pub(super) struct Launch {
     /// Jobs to submit, per node type.
     per_type: Vec<u64>,
     /// Per demand unit: the bundles whose new nodes wait for a later round.
-    pub(super) held_back: HashMap<u32, u64>,
+    held_back: HashMap<u32, u64>,
+    /// Why they wait.
+    pub(super) why: String,
 }
 
 impl UpscalingCap {
@@ -165,15 +168,16 @@ impl UpscalingCap {
         let mut launch = Launch {
             per_type: vec![0u64; p.fx.types.len()],
             held_back: HashMap::new(),
+            why: self.why.clone(),
         };
         for g in &p.groups {
             if let Origin::New(t) = g.origin {
                 let d = self.dropped(g);
                 launch.per_type[t] += g.mult - d;
                 if d > 0 {
-                    for (u, per_bin) in &g.placed {
-                        let e = launch.held_back.entry(*u).or_default();
-                        *e = e.saturating_add(per_bin.saturating_mul(d));
+                    for placed in &g.placed {
+                        let e = launch.held_back.entry(placed.unit).or_default();
+                        *e = e.saturating_add(placed.per_bin.saturating_mul(d));
                     }
                 }
             }
@@ -181,18 +185,21 @@ impl UpscalingCap {
         launch
     }
 
-    /// Adds to `unmet` (per constraint item: why, how many) the constraint bundles of `p` (the
-    /// plan for constraints) whose new nodes wait.
-    pub(super) fn hold_back_constraints(&self, p: &Packer, unmet: &mut [Vec<(String, u64)>]) {
+    /// Adds to `unmet` (per constraint item) the constraint bundles of `p` (the plan for
+    /// constraints) whose new nodes wait.
+    pub(super) fn hold_back_constraints(&self, p: &Packer, unmet: &mut [Vec<Unplaced>]) {
         for g in &p.groups {
             if let Origin::New(_) = g.origin {
                 let d = self.dropped(g);
-                for (u, per_bin) in g.placed.iter().filter(|_| d > 0) {
-                    let n = per_bin.saturating_mul(d);
-                    let list = &mut unmet[*u as usize];
-                    match list.iter_mut().find(|(w, _)| *w == self.why) {
-                        Some((_, c)) => *c = c.saturating_add(n),
-                        None => list.push((self.why.clone(), n)),
+                for placed in g.placed.iter().filter(|_| d > 0) {
+                    let n = placed.per_bin.saturating_mul(d);
+                    let list = &mut unmet[placed.unit as usize];
+                    match list.iter_mut().find(|u| u.why == self.why) {
+                        Some(u) => u.count = u.count.saturating_add(n),
+                        None => list.push(Unplaced {
+                            why: self.why.clone(),
+                            count: n,
+                        }),
                     }
                 }
             }
@@ -201,6 +208,11 @@ impl UpscalingCap {
 }
 
 impl Launch {
+    /// The bundles of demand unit `unit` whose new nodes wait, if any.
+    pub(super) fn held_back(&self, unit: u32) -> Option<u64> {
+        self.held_back.get(&unit).copied().filter(|n| *n > 0)
+    }
+
     /// Jobs to submit, in the config's type order.
     pub(super) fn submissions(&self, types: &[NodeTypeSpec]) -> Vec<Submit> {
         let mut submit = Vec::new();

@@ -5,6 +5,7 @@
 use std::collections::HashMap;
 
 use super::limits::launchable;
+use super::packing::Item;
 use super::placement_groups::is_strict;
 use super::resources::{Capacity, Shape, Universe, fit, shape_order, sum_vectors};
 use super::{Demand, PlanInput, Resources, Strategy};
@@ -84,21 +85,25 @@ impl MergedDemand {
     }
 
     /// The tasks as the packer's items, `(shape, count, unit)`; units from `first_unit` on.
-    pub(super) fn task_items(&self, first_unit: u32) -> Vec<(usize, u64, u32)> {
+    pub(super) fn task_items(&self, first_unit: u32) -> Vec<Item> {
         packer_items(&self.tasks, first_unit)
     }
 
     /// The constraint bundles as the packer's items, units from 0.
-    pub(super) fn constraint_items(&self) -> Vec<(usize, u64, u32)> {
+    pub(super) fn constraint_items(&self) -> Vec<Item> {
         packer_items(&self.constraints, 0)
     }
 }
 
-fn packer_items(items: &[TaskItem], first_unit: u32) -> Vec<(usize, u64, u32)> {
+fn packer_items(items: &[TaskItem], first_unit: u32) -> Vec<Item> {
     items
         .iter()
         .enumerate()
-        .map(|(k, item)| (item.shape, item.count, first_unit + k as u32))
+        .map(|(k, item)| Item {
+            shape: item.shape,
+            count: item.count,
+            unit: first_unit + k as u32,
+        })
         .collect()
 }
 

@@ -66,14 +66,9 @@ pub fn plan(input: &PlanInput) -> Plan {
         &demand,
         &placement,
         constraints_unmet,
-        &launch.held_back,
-        &cap.why,
+        &launch,
     );
-    let needed = Needed::of(
-        &[&on_total, &placement.packer],
-        input.types.len(),
-        input.nodes.len(),
-    );
+    let needed = Needed::of(input, &[&on_total, &placement.packer]);
     let cancels = scale_down::cancel(input, &cluster, &needed);
     Plan {
         submit: launch.submissions(input.types),

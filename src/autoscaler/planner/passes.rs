@@ -13,7 +13,7 @@ use std::collections::HashMap;
 use super::merge::MergedDemand;
 use super::packing::{Group, Origin, Packer};
 use super::placement_groups::place_gangs;
-use super::waiting::unplaced;
+use super::waiting::{Unplaced, unplaced};
 
 /// Placement groups are also placed as Ray's scheduler places them (each scoring every bin)
 /// only up to this many groups times alive nodes: 500 groups on 500 nodes.
@@ -21,7 +21,7 @@ const GANG_SCORING_BUDGET: usize = 250_000;
 
 /// The constraints, on `p` (total capacity). Returns, per constraint item, the bundles that
 /// got no node and why.
-pub(super) fn constraints(p: &mut Packer, demand: &MergedDemand) -> Vec<Vec<(String, u64)>> {
+pub(super) fn constraints(p: &mut Packer, demand: &MergedDemand) -> Vec<Vec<Unplaced>> {
     let left = p.place_items(&demand.constraint_items());
     unplaced(p, &demand.constraints, left)
 }
@@ -32,7 +32,7 @@ pub(super) struct Placement<'a> {
     /// Per placement group input (by input index) that found no room: why.
     pub(super) gangs_unmet: HashMap<usize, String>,
     /// Per task item: the bundles that got no node, and why.
-    pub(super) tasks_unmet: Vec<Vec<(String, u64)>>,
+    pub(super) tasks_unmet: Vec<Vec<Unplaced>>,
 }
 
 /// Placement groups, then tasks, on the available capacity of `existing` (the bins there are)
@@ -59,15 +59,16 @@ pub(super) fn groups_and_tasks<'a>(
             on_total.next_ordinal,
         );
         let gangs_unmet = place_gangs(&mut p, &demand.gangs, gangs_like_ray);
-        let left = p.place_items(&tasks);
-        (p, gangs_unmet, left)
-    };
-    let key = |r: &(Packer, HashMap<usize, String>, Vec<u64>)| {
-        (r.1.len(), r.2.iter().sum::<u64>(), r.0.next_ordinal)
+        let tasks_left = p.place_items(&tasks);
+        Way {
+            packer: p,
+            gangs_unmet,
+            tasks_left,
+        }
     };
     let mut best = place(false, false);
     let busiest = place(true, false);
-    if key(&busiest) < key(&best) {
+    if busiest.key() < best.key() {
         best = busiest;
     }
     // Ray's way for the groups scores every bin for each group: only while that stays small.
@@ -75,16 +76,32 @@ pub(super) fn groups_and_tasks<'a>(
     let ntypes = on_total.fx.types.len();
     if gang_inputs > 0 && gang_inputs.saturating_mul(alive_nodes + ntypes) <= GANG_SCORING_BUDGET {
         let like_ray = place(false, true);
-        if key(&like_ray) < key(&best) {
+        if like_ray.key() < best.key() {
             best = like_ray;
         }
     }
-    let (packer, gangs_unmet, left) = best;
-    let tasks_unmet = unplaced(&packer, &demand.tasks, left);
     Placement {
-        packer,
-        gangs_unmet,
-        tasks_unmet,
+        tasks_unmet: unplaced(&best.packer, &demand.tasks, best.tasks_left),
+        packer: best.packer,
+        gangs_unmet: best.gangs_unmet,
+    }
+}
+
+/// One way's plan for placement groups and tasks.
+struct Way<'a> {
+    packer: Packer<'a>,
+    /// By placement group input, why it found no room.
+    gangs_unmet: HashMap<usize, String>,
+    /// Per task item, the bundles left.
+    tasks_left: Vec<u64>,
+}
+
+impl Way<'_> {
+    /// Lower is better: fewer placement groups without room, fewer bundles left, fewer new
+    /// nodes.
+    fn key(&self) -> (usize, u64, u64) {
+        let left: u64 = self.tasks_left.iter().sum();
+        (self.gangs_unmet.len(), left, self.packer.next_ordinal)
     }
 }
 

@@ -8,7 +8,7 @@ use std::collections::HashMap;
 
 use super::Strategy;
 use super::merge::GangItem;
-use super::packing::Packer;
+use super::packing::{Item, Packer};
 use super::resources::{Shape, ray_order, sum_vectors};
 
 /// `STRICT_PACK` and `STRICT_SPREAD`: placed first, and by Ray first too.
@@ -84,16 +84,24 @@ impl<'a> Packer<'a> {
     /// found no room.
     fn place_gang_like_ray(&mut self, gang: &GangItem, unit: u32) -> Result<(), usize> {
         let fx = self.fx;
-        let mut items: Vec<(usize, u64, u32)> = Vec::new();
+        let mut items: Vec<Item> = Vec::new();
         if gang.strategy == Strategy::StrictPack {
-            items.push((gang.sum, 1, unit));
+            items.push(Item {
+                shape: gang.sum,
+                count: 1,
+                unit,
+            });
         } else {
             let mut shapes = gang.bundles.clone();
             shapes.sort_by(|&a, &b| ray_order(&fx.shapes[a], &fx.shapes[b]).then(a.cmp(&b)));
             for sid in shapes {
                 match items.last_mut() {
-                    Some(last) if last.0 == sid => last.1 += 1,
-                    _ => items.push((sid, 1, unit)),
+                    Some(last) if last.shape == sid => last.count += 1,
+                    _ => items.push(Item {
+                        shape: sid,
+                        count: 1,
+                        unit,
+                    }),
                 }
             }
         }
@@ -106,7 +114,7 @@ impl<'a> Packer<'a> {
             }
             Some((item, _)) => {
                 self.rollback();
-                Err(item.0)
+                Err(item.shape)
             }
         }
     }

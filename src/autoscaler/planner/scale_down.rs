@@ -28,10 +28,11 @@ pub(super) struct Needed {
 }
 
 impl Needed {
-    pub(super) fn of(plans: &[&Packer], types: usize, nodes: usize) -> Needed {
+    pub(super) fn of(input: &PlanInput, plans: &[&Packer]) -> Needed {
+        let types = input.types.len();
         let mut needed = Needed {
             per_type: vec![0u64; types],
-            nodes: vec![false; nodes],
+            nodes: vec![false; input.nodes.len()],
         };
         for p in plans {
             let mut used_t = vec![0u64; types];
@@ -84,8 +85,8 @@ struct Cancelling<'a> {
     cancelled: Vec<bool>,
     /// Started or joined jobs whose node died.
     dead: Vec<Cancel>,
-    /// (job index, why): queued jobs.
-    queued: Vec<(usize, String)>,
+    /// Queued jobs.
+    queued: Vec<QueuedCancel>,
     removed_per_type: Vec<u64>,
 }
 
@@ -103,9 +104,7 @@ impl Cancelling<'_> {
             } else if live[i] == (Live::InFlight { started: false })
                 && self.cluster.job_type(i).is_none()
             {
-                self.cancelled[i] = true;
-                self.queued
-                    .push((i, format!("node type {} is not configured", j.node_type)));
+                self.cancel_queued(i, format!("node type {} is not configured", j.node_type));
             }
         }
     }
@@ -141,9 +140,7 @@ impl Cancelling<'_> {
                 } else {
                     "queued job no longer needed by any demand".to_string()
                 };
-                self.cancelled[i] = true;
-                self.removed_per_type[t] += 1;
-                self.queued.push((i, why));
+                self.cancel_queued(i, why);
             }
         }
     }
@@ -163,22 +160,26 @@ impl Cancelling<'_> {
             .collect();
         queued.sort_by(|a, b| newest_first(jobs, *a, *b));
         for &i in queued.iter().take(over) {
-            self.cancelled[i] = true;
-            if let Some(t) = self.cluster.job_type(i) {
-                self.removed_per_type[t] += 1;
-            }
-            self.queued
-                .push((i, format!("over the cluster's max_workers ({max_workers})")));
+            self.cancel_queued(i, format!("over the cluster's max_workers ({max_workers})"));
         }
+    }
+
+    /// Queued job `i`, for `why`; a live job of its type less.
+    fn cancel_queued(&mut self, i: usize, why: String) {
+        self.cancelled[i] = true;
+        if let Some(t) = self.cluster.job_type(i) {
+            self.removed_per_type[t] += 1;
+        }
+        self.queued.push(QueuedCancel { job: i, why });
     }
 
     fn done(mut self) -> Cancellations {
         let jobs = self.jobs;
-        self.queued.sort_by(|a, b| newest_first(jobs, a.0, b.0));
+        self.queued.sort_by(|a, b| newest_first(jobs, a.job, b.job));
         let mut list = self.dead;
-        list.extend(self.queued.into_iter().map(|(i, why)| Cancel {
-            job_id: jobs[i].job_id.clone(),
-            why,
+        list.extend(self.queued.into_iter().map(|q| Cancel {
+            job_id: jobs[q.job].job_id.clone(),
+            why: q.why,
         }));
         Cancellations {
             list,
@@ -186,6 +187,12 @@ impl Cancelling<'_> {
             removed_per_type: self.removed_per_type,
         }
     }
+}
+
+/// A queued job to cancel (by index), and why.
+struct QueuedCancel {
+    job: usize,
+    why: String,
 }
 
 /// Orders jobs (by index) newest first.

@@ -3,8 +3,8 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 
-use super::Packer;
-use super::score::{Score, ScoreKey, simulate_fill};
+use super::score::{Bin, BinFill, Score, simulate_fill};
+use super::{Item, Packer};
 
 impl<'a> Packer<'a> {
     /// Ray's scheduler on these items, as `_try_schedule` does it: the bins there are first,
@@ -14,17 +14,17 @@ impl<'a> Packer<'a> {
     /// Returns what is left of each item.
     pub(in crate::autoscaler::planner) fn place_like_ray(
         &mut self,
-        items: &[(usize, u64, u32)],
+        items: &[Item],
         one: bool,
     ) -> Vec<u64> {
-        let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
+        let mut left: Vec<u64> = items.iter().map(|i| i.count).collect();
         self.fill_like_ray(items, one, &mut left);
         self.open_like_ray(items, one, &mut left);
         left
     }
 
     /// The bins there are, one at a time, the best scoring first.
-    fn fill_like_ray(&mut self, items: &[(usize, u64, u32)], one: bool, left: &mut [u64]) {
+    fn fill_like_ray(&mut self, items: &[Item], one: bool, left: &mut [u64]) {
         let mut scores = RayScores::new(items, one);
         for i in 0..self.groups.len() {
             scores.push(self, i, left);
@@ -33,7 +33,7 @@ impl<'a> Packer<'a> {
             let Some(i) = scores.pick() else {
                 break;
             };
-            let Some((_, takes)) = scores.score(self, i, left) else {
+            let Some(BinFill { takes, .. }) = scores.score(self, i, left) else {
                 continue;
             };
             // The other bins of its group, if any, are a group of their own now.
@@ -47,28 +47,25 @@ impl<'a> Packer<'a> {
     }
 
     /// New nodes, one at a time, each of the type whose node scores best.
-    fn open_like_ray(&mut self, items: &[(usize, u64, u32)], one: bool, left: &mut [u64]) {
+    fn open_like_ray(&mut self, items: &[Item], one: bool, left: &mut [u64]) {
         let fx = self.fx;
-        let better = |a: &ScoreKey, b: &ScoreKey| Score(*a) > Score(*b);
         let mut pool: Vec<usize> = (0..fx.type_cap.len())
             .filter(|&t| fx.type_ok[t] && self.type_room[t] > 0)
             .collect();
         while left.iter().any(|&r| r > 0) && self.global_room > 0 {
-            let mut best: Option<(ScoreKey, Vec<u64>, usize)> = None;
+            let mut best: Option<(BinFill, usize)> = None;
             for (j, &t) in pool.iter().enumerate() {
-                let cap = &fx.type_cap[t];
-                if let Some((score, takes)) =
-                    simulate_fill(fx, cap, cap, fx.type_gpu[t], 0, true, one, items, left)
-                    && best.as_ref().is_none_or(|b| better(&score, &b.0))
+                if let Some(fill) = simulate_fill(fx, &Bin::new_node(fx, t), true, one, items, left)
+                    && best.as_ref().is_none_or(|(b, _)| fill.score > b.score)
                 {
-                    best = Some((score, takes, j));
+                    best = Some((fill, j));
                 }
             }
-            let Some((_, takes, j)) = best else {
+            let Some((fill, j)) = best else {
                 break;
             };
             let t = pool.remove(j);
-            if self.open_filled(t, items, &takes, left).is_none() {
+            if self.open_filled(t, items, &fill.takes, left).is_none() {
                 break;
             }
             if self.type_room[t] > 0 {
@@ -84,7 +81,7 @@ impl<'a> Packer<'a> {
 /// changes when an item it would take more of than is left runs short. So each bin's score is
 /// kept, and worked out again only then: the same picks, near O(bins log bins).
 struct RayScores<'i> {
-    items: &'i [(usize, u64, u32)],
+    items: &'i [Item],
     /// A `STRICT_SPREAD` group: a bin takes one bundle at most.
     one: bool,
     /// Per bin: bumped when it is scored again or picked, so older heap entries are stale.
@@ -96,7 +93,7 @@ struct RayScores<'i> {
 }
 
 impl<'i> RayScores<'i> {
-    fn new(items: &'i [(usize, u64, u32)], one: bool) -> RayScores<'i> {
+    fn new(items: &'i [Item], one: bool) -> RayScores<'i> {
         RayScores {
             items,
             one,
@@ -107,11 +104,9 @@ impl<'i> RayScores<'i> {
     }
 
     /// Bin `i` of `p`, filled with what is left: its score and what it takes of each item.
-    fn score(&self, p: &Packer, i: usize, left: &[u64]) -> Option<(ScoreKey, Vec<u64>)> {
-        let g = &p.groups[i];
-        simulate_fill(
-            p.fx, &g.cap, &g.total, g.gpu, g.kinds, true, self.one, self.items, left,
-        )
+    fn score(&self, p: &Packer, i: usize, left: &[u64]) -> Option<BinFill> {
+        let bin = Bin::of(&p.groups[i]);
+        simulate_fill(p.fx, &bin, true, self.one, self.items, left)
     }
 
     /// Scores bin `i` (again).
@@ -121,8 +116,8 @@ impl<'i> RayScores<'i> {
         }
         self.version[i] += 1;
         let v = self.version[i];
-        if let Some((score, takes)) = self.score(p, i, left) {
-            self.best.push((Score(score), Reverse(i), v));
+        if let Some(BinFill { score, takes }) = self.score(p, i, left) {
+            self.best.push((score, Reverse(i), v));
             for (k, &t) in takes.iter().enumerate() {
                 if t > 0 {
                     self.takers[k].push((t, i, v));

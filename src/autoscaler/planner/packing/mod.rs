@@ -42,6 +42,23 @@ use super::limits::{blocked_reasons, launchable};
 use super::resources::{Capacity, Shape, Universe, fit, kind_bits};
 use super::{NodeTypeSpec, PlanInput, Settings};
 
+/// Bundles of one shape to place: tasks, constraint bundles, or bundles of a placement group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Item {
+    pub(super) shape: usize,
+    pub(super) count: u64,
+    /// Which demand the bundles are for, to tell what waits for the upscaling caps: the
+    /// constraint item, the placement group's input index, or the task item after all inputs.
+    pub(super) unit: u32,
+}
+
+/// Bundles of one unit placed on each bin of a group of new nodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct Placed {
+    pub(super) unit: u32,
+    pub(super) per_bin: u64,
+}
+
 /// Where a group of bins comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Origin {
@@ -63,8 +80,8 @@ pub(super) struct Group {
     pub(super) used: bool,
     /// New nodes: the submission order of the first of these bins (they are `lo..lo + mult`).
     pub(super) lo: u64,
-    /// New nodes: (unit, bundles per bin) placed on each of these bins.
-    pub(super) placed: Vec<(u32, u64)>,
+    /// New nodes: the bundles placed on each of these bins.
+    pub(super) placed: Vec<Placed>,
     /// The bins are GPU nodes (their type, or the node, has GPUs): shapes without GPUs go
     /// elsewhere first, so GPU capacity stays for GPU demand.
     pub(super) gpu: bool,
@@ -175,6 +192,8 @@ pub(super) fn existing_bins(
 #[derive(Clone)]
 struct Undo {
     len: usize,
+    /// (index, the group as it was) before each change since [`Packer::begin`]: restored
+    /// newest first, so each group ends as it was at the start.
     saved: Vec<(usize, Group)>,
     type_room: Vec<u64>,
     global_room: u64,
@@ -263,8 +282,10 @@ impl<'a> Packer<'a> {
         g.kinds |= kind_bits(s);
         if matches!(g.origin, Origin::New(_)) {
             match g.placed.last_mut() {
-                Some((u, c)) if *u == unit => *c = c.saturating_add(per_bin),
-                _ => g.placed.push((unit, per_bin)),
+                Some(last) if last.unit == unit => {
+                    last.per_bin = last.per_bin.saturating_add(per_bin)
+                }
+                _ => g.placed.push(Placed { unit, per_bin }),
             }
         }
         self.update(i);
@@ -306,18 +327,11 @@ impl<'a> Packer<'a> {
 
     /// Puts on each of `bins` bins of group `g` what [`simulate_fill`](score::simulate_fill)
     /// said one bin takes of each item, and takes that off `left`.
-    fn take_fill(
-        &mut self,
-        g: usize,
-        items: &[(usize, u64, u32)],
-        takes: &[u64],
-        bins: u64,
-        left: &mut [u64],
-    ) {
+    fn take_fill(&mut self, g: usize, items: &[Item], takes: &[u64], bins: u64, left: &mut [u64]) {
         let fx = self.fx;
-        for (k, &(sid, _, unit)) in items.iter().enumerate() {
+        for (k, item) in items.iter().enumerate() {
             if takes[k] > 0 {
-                self.take(g, &fx.shapes[sid], takes[k], bins, unit);
+                self.take(g, &fx.shapes[item.shape], takes[k], bins, item.unit);
                 left[k] -= takes[k] * bins;
             }
         }
@@ -329,7 +343,7 @@ impl<'a> Packer<'a> {
     fn take_scored(
         &mut self,
         i: usize,
-        items: &[(usize, u64, u32)],
+        items: &[Item],
         takes: &[u64],
         left: &mut [u64],
     ) -> std::ops::Range<usize> {
@@ -345,7 +359,7 @@ impl<'a> Packer<'a> {
     fn open_filled(
         &mut self,
         t: usize,
-        items: &[(usize, u64, u32)],
+        items: &[Item],
         takes: &[u64],
         left: &mut [u64],
     ) -> Option<usize> {

@@ -1,8 +1,8 @@
 //! The ways [`Packer::place_items`] packs tasks and constraint bundles, and the choice of the
 //! best.
 
-use super::Packer;
-use super::score::{Score, simulate_fill};
+use super::score::{Bin, BinFill, Score, simulate_fill};
+use super::{Item, Packer};
 use crate::autoscaler::planner::resources::{fit, ray_order};
 
 /// [`Packer::place_items`] tries the ways that score bins (each bin against every item) only up
@@ -31,10 +31,7 @@ impl<'a> Packer<'a> {
     /// ([`Packer::open_mixed`]); and Ray's own algorithm ([`Packer::place_like_ray`]), so that
     /// no plan opens more nodes than Ray's scheduler would for the same tasks. Each way costs
     /// about `O((bins + shapes) log bins)`. Returns what is left of each item.
-    pub(in crate::autoscaler::planner) fn place_items(
-        &mut self,
-        items: &[(usize, u64, u32)],
-    ) -> Vec<u64> {
+    pub(in crate::autoscaler::planner) fn place_items(&mut self, items: &[Item]) -> Vec<u64> {
         let orders = self.orders(items);
         // The ways that score bins (or node types) look at every item for every bin they score:
         // only while that stays small (many distinct shapes on many nodes get first fit and
@@ -47,7 +44,7 @@ impl<'a> Packer<'a> {
         };
         let mut best: Option<Way<'a>> = None;
         for order in &orders {
-            let ordered: Vec<(usize, u64, u32)> = order.iter().map(|&k| items[k]).collect();
+            let ordered: Vec<Item> = order.iter().map(|&k| items[k]).collect();
             for &fill in fills {
                 for way in self.fill_then_open(fill, &ordered, scoring) {
                     way.unordered(order).consider(&mut best);
@@ -56,7 +53,7 @@ impl<'a> Packer<'a> {
         }
         if scoring {
             let order = orders.last().expect("an order");
-            let ordered: Vec<(usize, u64, u32)> = order.iter().map(|&k| items[k]).collect();
+            let ordered: Vec<Item> = order.iter().map(|&k| items[k]).collect();
             let mut packer = self.clone();
             let left = packer.place_like_ray(&ordered, false);
             Way { packer, left }.unordered(order).consider(&mut best);
@@ -67,11 +64,11 @@ impl<'a> Packer<'a> {
     }
 
     /// The orders to pack `items` in: theirs, and Ray's ([`ray_order`]) if that differs.
-    fn orders(&self, items: &[(usize, u64, u32)]) -> Vec<Vec<usize>> {
+    fn orders(&self, items: &[Item]) -> Vec<Vec<usize>> {
         let fx = self.fx;
         let mut orders: Vec<Vec<usize>> = vec![(0..items.len()).collect()];
         let mut ray: Vec<usize> = (0..items.len()).collect();
-        ray.sort_by(|&a, &b| ray_order(&fx.shapes[items[a].0], &fx.shapes[items[b].0]));
+        ray.sort_by(|&a, &b| ray_order(&fx.shapes[items[a].shape], &fx.shapes[items[b].shape]));
         if ray != orders[0] {
             orders.push(ray);
         }
@@ -80,17 +77,12 @@ impl<'a> Packer<'a> {
 
     /// The bins there are filled the `fill` way; if something is left, the rest onto new nodes
     /// shape by shape, and (when `scoring`) node by node for the remaining mix.
-    fn fill_then_open(
-        &self,
-        fill: Fill,
-        items: &[(usize, u64, u32)],
-        scoring: bool,
-    ) -> Vec<Way<'a>> {
+    fn fill_then_open(&self, fill: Fill, items: &[Item], scoring: bool) -> Vec<Way<'a>> {
         let mut base = self.clone();
         let got: Vec<u64> = match fill {
             Fill::FirstFit => items
                 .iter()
-                .map(|&(sid, n, unit)| base.place_bulk(sid, n, unit))
+                .map(|&Item { shape, count, unit }| base.place_bulk(shape, count, unit))
                 .collect(),
             Fill::Scored => base.fill_scored(items),
             Fill::BestFirst => base.fill_best_first(items),
@@ -101,15 +93,15 @@ impl<'a> Packer<'a> {
                 left: got,
             }];
         }
-        let rest: Vec<(usize, u64, u32)> = items
+        let rest: Vec<Item> = items
             .iter()
             .zip(&got)
-            .map(|(&(sid, _, unit), &r)| (sid, r, unit))
+            .map(|(&item, &count)| Item { count, ..item })
             .collect();
         let mut by_shape = base.clone();
         let by_shape_left: Vec<u64> = rest
             .iter()
-            .map(|&(sid, r, unit)| by_shape.place_tasks(sid, r, unit))
+            .map(|&Item { shape, count, unit }| by_shape.place_tasks(shape, count, unit))
             .collect();
         let mut ways = vec![Way {
             packer: by_shape,
@@ -128,18 +120,13 @@ impl<'a> Packer<'a> {
     /// Fills the bins there are bin by bin, in the order of how well each would be used by
     /// what is left of the items ([`simulate_fill`], best first): each takes as many of each
     /// item, in order, as it holds. Returns what is left of each item.
-    fn fill_scored(&mut self, items: &[(usize, u64, u32)]) -> Vec<u64> {
+    fn fill_scored(&mut self, items: &[Item]) -> Vec<u64> {
         let fx = self.fx;
-        let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
+        let mut left: Vec<u64> = items.iter().map(|i| i.count).collect();
         let scores: Vec<Option<Score>> = self
             .groups
             .iter()
-            .map(|g| {
-                simulate_fill(
-                    fx, &g.cap, &g.total, g.gpu, g.kinds, false, false, items, &left,
-                )
-                .map(|x| Score(x.0))
-            })
+            .map(|g| simulate_fill(fx, &Bin::of(g), false, false, items, &left).map(|f| f.score))
             .collect();
         let mut order: Vec<usize> = (0..self.groups.len())
             .filter(|&i| scores[i].is_some())
@@ -149,9 +136,9 @@ impl<'a> Packer<'a> {
         while j < order.len() && left.iter().any(|&r| r > 0) {
             let i = order[j];
             let before = self.groups.len();
-            for (k, &(sid, _, unit)) in items.iter().enumerate() {
+            for (k, item) in items.iter().enumerate() {
                 if left[k] > 0 {
-                    left[k] = self.fill(i, sid, left[k], unit);
+                    left[k] = self.fill(i, item.shape, left[k], item.unit);
                 }
             }
             // Bins split off the group (not filled) come after the others.
@@ -167,34 +154,31 @@ impl<'a> Packer<'a> {
     /// (lazy greedy): taking items rarely improves another bin's score, and this keeps the fill
     /// near `O(bins log bins)` instead of scoring every bin after every pick. Returns what is
     /// left of each item.
-    fn fill_best_first(&mut self, items: &[(usize, u64, u32)]) -> Vec<u64> {
+    fn fill_best_first(&mut self, items: &[Item]) -> Vec<u64> {
         use std::collections::BinaryHeap;
         let fx = self.fx;
-        let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
+        let mut left: Vec<u64> = items.iter().map(|i| i.count).collect();
         let score_of = |p: &Packer, i: usize, left: &[u64]| {
-            let g = &p.groups[i];
-            simulate_fill(
-                fx, &g.cap, &g.total, g.gpu, g.kinds, false, false, items, left,
-            )
+            simulate_fill(fx, &Bin::of(&p.groups[i]), false, false, items, left)
         };
         let mut heap: BinaryHeap<(Score, std::cmp::Reverse<usize>)> = (0..self.groups.len())
-            .filter_map(|i| score_of(self, i, &left).map(|(s, _)| (Score(s), std::cmp::Reverse(i))))
+            .filter_map(|i| score_of(self, i, &left).map(|f| (f.score, std::cmp::Reverse(i))))
             .collect();
         while left.iter().any(|&r| r > 0) {
             let Some((_, std::cmp::Reverse(i))) = heap.pop() else {
                 break;
             };
-            let Some((score, takes)) = score_of(self, i, &left) else {
+            let Some(BinFill { score, takes }) = score_of(self, i, &left) else {
                 continue; // holds none of what is left, now or later
             };
-            if heap.peek().is_some_and(|top| top.0 > Score(score)) {
-                heap.push((Score(score), std::cmp::Reverse(i)));
+            if heap.peek().is_some_and(|top| top.0 > score) {
+                heap.push((score, std::cmp::Reverse(i)));
                 continue;
             }
             // This bin is done; the other bins of its group, if any, are a group of their own.
             for j in self.take_scored(i, items, &takes, &mut left) {
-                if let Some((s, _)) = score_of(self, j, &left) {
-                    heap.push((Score(s), std::cmp::Reverse(j)));
+                if let Some(f) = score_of(self, j, &left) {
+                    heap.push((f.score, std::cmp::Reverse(j)));
                 }
             }
         }
@@ -207,9 +191,9 @@ impl<'a> Packer<'a> {
     /// work, then the highest minimum and then mean utilization over the resources it has,
     /// then the first in the config. As many identical nodes as the same fill repeats are
     /// opened at once. Returns what is left of each item.
-    fn open_mixed(&mut self, items: &[(usize, u64, u32)]) -> Vec<u64> {
+    fn open_mixed(&mut self, items: &[Item]) -> Vec<u64> {
         let fx = self.fx;
-        let mut left: Vec<u64> = items.iter().map(|i| i.1).collect();
+        let mut left: Vec<u64> = items.iter().map(|i| i.count).collect();
         while left.iter().any(|&r| r > 0) && self.global_room > 0 {
             let mut best: Option<(MixedFill, usize)> = None;
             for t in 0..fx.type_cap.len() {
@@ -234,17 +218,17 @@ impl<'a> Packer<'a> {
 
     /// One new node of type `t` filled first fit with what is left of the items, in their
     /// order; `None` if it takes none.
-    fn mixed_fill(&self, t: usize, items: &[(usize, u64, u32)], left: &[u64]) -> Option<MixedFill> {
+    fn mixed_fill(&self, t: usize, items: &[Item], left: &[u64]) -> Option<MixedFill> {
         let fx = self.fx;
         let mut cap = fx.type_cap[t].clone();
         let mut takes = vec![0u64; items.len()];
         let mut any = false;
         let mut gpu_work = false;
-        for (k, &(sid, _, _)) in items.iter().enumerate() {
+        for (k, item) in items.iter().enumerate() {
             if left[k] == 0 {
                 continue;
             }
-            let s = &fx.shapes[sid];
+            let s = &fx.shapes[item.shape];
             let n = fit(&cap, s).min(left[k]);
             if n == 0 {
                 continue;
