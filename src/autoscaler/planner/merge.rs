@@ -84,7 +84,7 @@ impl MergedDemand {
         m.sorted()
     }
 
-    /// The tasks as the packer's items, `(shape, count, unit)`; units from `first_unit` on.
+    /// The tasks as the packer's items, units from `first_unit` on.
     pub(super) fn task_items(&self, first_unit: u32) -> Vec<Item> {
         packer_items(&self.tasks, first_unit)
     }

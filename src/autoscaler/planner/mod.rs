@@ -14,9 +14,10 @@
 //! - `merge`: pending demand merged by shape; demand nothing can ever hold is infeasible;
 //! - `packing`: the bins (free capacity, capacity already asked for, new nodes) and how
 //!   demand is packed onto them;
-//! - `passes`: `min_workers`, then constraints on total capacity, then placement groups
+//! - `passes`: after `min_workers`, constraints on total capacity, then placement groups
 //!   (`placement_groups`) and tasks on available capacity;
-//! - `limits`: `max_workers`, the upscaling caps and backoff, and why demand waits for them;
+//! - `limits`: `max_workers`, `min_workers`, the upscaling caps and backoff, and why demand
+//!   waits for them;
 //! - `waiting`: the demand held back, and why;
 //! - `scale_down`: queued jobs to cancel and idle nodes to drain.
 
@@ -42,7 +43,8 @@ pub use types::{
     Resources, Settings, Strategy, Submit, TypeHealth, Waiting, WorkerJob,
 };
 
-/// Computes what to do. Pure and deterministic; see the module documentation for the rules.
+/// Computes what to do. Pure and deterministic; the rules are in the modules of its steps (see
+/// the module documentation).
 pub fn plan(input: &PlanInput) -> Plan {
     let cluster = Cluster::observe(input);
     let universe = Universe::of(input.demands);
@@ -50,14 +52,18 @@ pub fn plan(input: &PlanInput) -> Plan {
     let demand = MergedDemand::new(input, &universe, &capacity, &cluster.alive);
     let fixed = Fixed::new(input, &universe, &capacity, &demand.shapes);
     let room = Room::left(input, &cluster);
-    let all_nodes = existing_bins(&cluster, &capacity, &fixed, NodeCapacity::Total);
-    let mut on_total = Packer::new(&fixed, all_nodes, room.per_type, room.all, 0);
+    let total_bins = existing_bins(&cluster, &capacity, &fixed, NodeCapacity::Total);
+    let mut on_total = Packer::new(&fixed, total_bins, room.per_type, room.all, 0);
     limits::open_min_workers(&mut on_total, input.types, &cluster);
     let mut constraints_unmet = passes::constraints(&mut on_total, &demand);
-    let existing = existing_bins(&cluster, &capacity, &fixed, NodeCapacity::Available);
-    let demands = input.demands.len();
-    let placement =
-        passes::groups_and_tasks(&existing, &on_total, &demand, demands, cluster.alive.len());
+    let available_bins = existing_bins(&cluster, &capacity, &fixed, NodeCapacity::Available);
+    let placement = passes::groups_and_tasks(
+        &available_bins,
+        &on_total,
+        &demand,
+        input.demands.len(),
+        cluster.alive.len(),
+    );
     let cap = UpscalingCap::new(input.settings, &cluster);
     let launch = cap.launch(&placement.packer);
     cap.hold_back_constraints(&on_total, &mut constraints_unmet);

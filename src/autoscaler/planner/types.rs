@@ -127,7 +127,7 @@ pub struct TypeHealth {
     pub gave_up: bool,
 }
 
-/// Everything [`plan`] looks at.
+/// Everything [`plan`](super::plan) looks at.
 #[derive(Debug, Clone, Copy)]
 pub struct PlanInput<'a> {
     pub nodes: &'a [ObservedNode],

@@ -26,9 +26,9 @@
 //! tasks together are planned with the alive nodes in the order above, busiest first (where
 //! Ray's scheduler tends to put them), and with the groups placed as Ray's scheduler places
 //! them. Each way is about `O((bins + shapes) log bins)`; the ways that score every bin are
-//! skipped above [`SCORING_BUDGET`](ways::SCORING_BUDGET) (bins times distinct shapes) and
-//! [`GANG_SCORING_BUDGET`](super::passes::GANG_SCORING_BUDGET) (placement groups times alive
-//! nodes), so the planner stays fast on huge inputs.
+//! skipped above `SCORING_BUDGET` (bins times distinct shapes; in `ways`) and
+//! `GANG_SCORING_BUDGET` (placement groups times alive nodes; in `passes`), so the planner
+//! stays fast on huge inputs.
 
 mod like_ray;
 mod score;

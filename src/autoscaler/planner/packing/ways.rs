@@ -18,7 +18,7 @@ enum Fill {
 }
 
 impl<'a> Packer<'a> {
-    /// Tasks (or constraint bundles), `(shape, count, unit)` each, biggest shapes first: onto
+    /// Tasks (or constraint bundles), an [`Item`] per shape, biggest shapes first: onto
     /// the bins there are, then onto new nodes.
     ///
     /// Greedy packing has no order that is best for every input, so this packs the items a few
@@ -185,12 +185,12 @@ impl<'a> Packer<'a> {
         left
     }
 
-    /// Opens new nodes for `(shape, count, unit)` items one type at a time, like Ray's
-    /// scheduler does: of the types that may get jobs, the one a node of which, filled first
-    /// fit with the remaining items (in their order), is best used: not a GPU node for no GPU
-    /// work, then the highest minimum and then mean utilization over the resources it has,
-    /// then the first in the config. As many identical nodes as the same fill repeats are
-    /// opened at once. Returns what is left of each item.
+    /// Opens new nodes for the items one type at a time, like Ray's scheduler does: of the
+    /// types that may get jobs, the one a node of which, filled first fit with the remaining
+    /// items (in their order), is best used: not a GPU node for no GPU work, then the highest
+    /// minimum and then mean utilization over the resources it has, then the first in the
+    /// config. As many identical nodes as the same fill repeats are opened at once. Returns
+    /// what is left of each item.
     fn open_mixed(&mut self, items: &[Item]) -> Vec<u64> {
         let fx = self.fx;
         let mut left: Vec<u64> = items.iter().map(|i| i.count).collect();
