@@ -491,7 +491,7 @@ fn unplaced(plan: &Plan) -> (u64, Resources, u64, u64) {
     let demands = plan
         .infeasible
         .iter()
-        .chain(plan.waiting.iter().map(|(d, _)| d));
+        .chain(plan.waiting.iter().map(|w| &w.demand));
     let (mut constraint_bundles, mut gangs) = (0u64, 0u64);
     for d in demands {
         match d {
@@ -510,10 +510,14 @@ fn unplaced(plan: &Plan) -> (u64, Resources, u64, u64) {
 
 fn summary(plan: &Plan) -> Value {
     let (bundles, amounts, gangs, constraint_bundles) = unplaced(plan);
-    let launched: BTreeMap<&str, u32> = plan.submit.iter().map(|(t, n)| (t.as_str(), *n)).collect();
+    let launched: BTreeMap<&str, u32> = plan
+        .submit
+        .iter()
+        .map(|s| (s.node_type.as_str(), s.count))
+        .collect();
     json!({
         "launched": launched,
-        "launched_total": plan.submit.iter().map(|s| u64::from(s.1)).sum::<u64>(),
+        "launched_total": plan.submit.iter().map(|s| u64::from(s.count)).sum::<u64>(),
         // Task and placement-group bundles left unplaced (infeasible or waiting), and their
         // resources; constraint bundles are not demand and are counted apart.
         "unplaced_bundles": bundles,

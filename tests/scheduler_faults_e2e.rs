@@ -81,7 +81,7 @@ fn a_failing_scheduler_shows_in_status_and_a_hung_one_does_not_hold_up_sigterm()
         "faults.toml",
         "scheduler_timeout_s = 120\n\
          [autoscaler]\nenabled = true\nmax_workers = 3\nscheduler_poll_interval_s = 1\n\
-         backoff_max_s = 5\n\n[[node_types]]\nname = \"cpu\"\ncpus = 1\ntime = \"10\"\n",
+         backoff_initial_s = 1\nbackoff_max_s = 5\n\n[[node_types]]\nname = \"cpu\"\ncpus = 1\ntime = \"10\"\n",
     );
     let up = home
         .command(&[

@@ -145,7 +145,7 @@ mod tests {
     use std::collections::BTreeMap;
 
     use super::*;
-    use crate::autoscaler::planner::{PlanInput, Settings, plan};
+    use crate::autoscaler::planner::{PlanInput, Settings, Submit, plan};
     use crate::proto::ray::autoscaler::{
         AffinityConstraint, AntiAffinityConstraint, BundleSelector, ClusterResourceConstraint,
         LocalityConstraint, LocalityRequirement, PlacementConstraint, ResourceRequestByCount,
@@ -447,7 +447,13 @@ mod tests {
             health: &BTreeMap::new(),
             now_ms: 1,
         });
-        assert_eq!(p.submit, vec![("cpu4".to_string(), 2)]);
+        assert_eq!(
+            p.submit,
+            vec![Submit {
+                node_type: "cpu4".to_string(),
+                count: 2
+            }]
+        );
         assert_eq!(p.infeasible, vec![demands[0].clone()]);
         assert!(p.waiting.is_empty() && p.cancel.is_empty() && p.drain.is_empty());
     }

@@ -23,6 +23,6 @@ mod tests;
 
 pub use demand::observe_gcs;
 pub use planner::{
-    Demand, JobPhase, NodeStatus, NodeTypeSpec, ObservedNode, Plan, PlanInput, Resources, Settings,
-    Strategy, TypeHealth, WorkerJob, plan,
+    Cancel, Demand, Drain, JobPhase, NodeStatus, NodeTypeSpec, ObservedNode, Plan, PlanInput,
+    Resources, Settings, Strategy, Submit, TypeHealth, Waiting, WorkerJob, plan,
 };

@@ -9,7 +9,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use super::jobs::JobBook;
-use super::planner::{Demand, NodeTypeSpec, Plan, PlanInput, Settings, TypeHealth, plan};
+use super::planner::{
+    Demand, Drain, NodeTypeSpec, Plan, PlanInput, Settings, Submit, TypeHealth, plan,
+};
 use super::reach::{Backoff, SchedulerReach};
 use super::report;
 use crate::config::{AutoscalerConfig, NodeTypeConfig};
@@ -303,9 +305,9 @@ impl Reconciler {
         if !self.reach.may_call(now) {
             return;
         }
-        for (id, why) in &p.cancel {
-            tracing::info!("autoscaler: cancelling job {id}: {why}");
-            self.to_cancel.insert(id.clone());
+        for c in &p.cancel {
+            tracing::info!("autoscaler: cancelling job {}: {}", c.job_id, c.why);
+            self.to_cancel.insert(c.job_id.clone());
         }
         if !self.cancel_pending(now).await {
             return;
@@ -322,7 +324,12 @@ impl Reconciler {
     async fn drain_idle_nodes(&mut self, ray: &dyn RayControl, p: &Plan, now: u64) -> Vec<String> {
         let deadline = now.saturating_add(DRAIN_DEADLINE_MS) as i64;
         let mut drained = vec![];
-        for (node_id, job_id, why) in &p.drain {
+        for Drain {
+            node_id,
+            job_id,
+            why,
+        } in &p.drain
+        {
             let Ok(id) = node_id_from_hex(node_id) else {
                 continue;
             };
@@ -363,7 +370,11 @@ impl Reconciler {
     }
 
     async fn submit_planned(&mut self, p: &Plan, now: u64) {
-        for (type_name, count) in &p.submit {
+        for Submit {
+            node_type: type_name,
+            count,
+        } in &p.submit
+        {
             let Some(t) = self.types.iter().find(|t| &t.name == type_name).cloned() else {
                 continue;
             };

@@ -6,6 +6,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use super::controller;
+use super::planner::Submit;
 use super::reconciler::{JoinCommand, RayControl, Reconciler};
 use crate::config::{AutoscalerConfig, NodeTypeConfig};
 use crate::metrics::Metrics;
@@ -157,7 +158,13 @@ async fn demand_becomes_a_job_that_is_followed_until_its_node_joins() {
     let ray = FakeRay::default();
     let (mut r, _) = reconciler(&fake);
     let plan = r.reconcile(&ray, &cluster(vec![head()], 2), T0).await;
-    assert_eq!(plan.submit, [("cpu".to_string(), 1)]);
+    assert_eq!(
+        plan.submit,
+        [Submit {
+            node_type: "cpu".into(),
+            count: 1
+        }]
+    );
     assert_eq!(fake.calls("submit").len(), 1);
     assert_eq!(r.status().worker_jobs, ["101"]);
     // `ray status` shows the queued job with the scheduler's word.
