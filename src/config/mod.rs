@@ -504,19 +504,7 @@ pub fn parse_walltime(s: &str) -> Option<Duration> {
 
 /// `[D-]HH:MM:SS`, how walltimes are shown.
 pub fn format_walltime(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let clock = format!(
-        "{:02}:{:02}:{:02}",
-        rest / 3600,
-        (rest / 60) % 60,
-        rest % 60
-    );
-    if days > 0 {
-        format!("{days}-{clock}")
-    } else {
-        clock
-    }
+    scheduler::clock(d)
 }
 
 fn serialize_walltime<S: serde::Serializer>(d: &Option<Duration>, s: S) -> Result<S::Ok, S::Error> {

@@ -348,34 +348,53 @@ mod tests {
         assert!(err.to_string().contains("err"), "{err}");
     }
 
+    /// The pid a script wrote to `path`, once it has.
+    async fn pid_in(path: &std::path::Path) -> i32 {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(pid) = std::fs::read_to_string(path)
+                .ok()
+                .and_then(|t| t.trim().parse().ok())
+            {
+                return pid;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "{} never written",
+                path.display()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+
+    /// Waits until `pid` is gone (or a zombie); panics if it lives on.
+    async fn assert_gone(pid: i32) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+            if stat.is_empty() || stat.contains(") Z") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "process {pid} survived");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+
     #[tokio::test]
     async fn a_hung_command_times_out_and_its_whole_group_is_killed() {
         let tmp = tempfile::tempdir().unwrap();
         let pidfile = tmp.path().join("pid");
         let p = Process {
-            timeout: Duration::from_millis(500),
+            timeout: Duration::from_secs(3),
         };
         // A wrapper whose child hangs: the child must not outlive the timeout.
         let script = format!("sleep 300 & echo $! > {}; wait", pidfile.display());
         let started = Instant::now();
         let err = p.run(&sh(&script)).await.unwrap_err();
         assert!(matches!(err, CommandError::Timeout { .. }), "{err}");
-        assert!(started.elapsed() < Duration::from_secs(5));
+        assert!(started.elapsed() < Duration::from_secs(10));
         assert!(err.to_string().contains("scheduler_timeout_s"), "{err}");
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        while std::path::Path::new(&format!("/proc/{pid}")).exists()
-            && !std::fs::read_to_string(format!("/proc/{pid}/stat"))
-                .unwrap_or_default()
-                .contains(") Z")
-        {
-            assert!(Instant::now() < deadline, "sleep {pid} survived");
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        assert_gone(pid_in(&pidfile).await).await;
     }
 
     #[tokio::test]
@@ -385,26 +404,12 @@ mod tests {
         let p = Process::default();
         let script = format!("echo $$ > {}; exec sleep 300", pidfile.display());
         let spec = sh(&script);
-        let call = p.run(&spec);
-        // Give up on it as soon as it has started.
-        let _ = tokio::time::timeout(Duration::from_millis(300), call).await;
-        let pid: i32 = std::fs::read_to_string(&pidfile)
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(5);
-        loop {
-            let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
-            if stat.is_empty() || stat.contains(") Z") {
-                break;
-            }
-            assert!(
-                Instant::now() < deadline,
-                "command {pid} survived its caller"
-            );
-            tokio::time::sleep(Duration::from_millis(20)).await;
-        }
+        // Give up on the call as soon as its command has started.
+        let pid = tokio::select! {
+            _ = p.run(&spec) => panic!("sleep 300 returned"),
+            pid = pid_in(&pidfile) => pid,
+        };
+        assert_gone(pid).await;
     }
 
     #[tokio::test]

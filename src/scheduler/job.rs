@@ -59,6 +59,24 @@ impl OutputPath {
     }
 }
 
+/// A length of time as `[D-]HH:MM:SS`: how walltimes are shown, and the form several
+/// schedulers take them in.
+pub fn clock(d: Duration) -> String {
+    let secs = d.as_secs();
+    let (days, rest) = (secs / 86_400, secs % 86_400);
+    let hms = format!(
+        "{:02}:{:02}:{:02}",
+        rest / 3600,
+        (rest / 60) % 60,
+        rest % 60
+    );
+    if days > 0 {
+        format!("{days}-{hms}")
+    } else {
+        hms
+    }
+}
+
 /// Where a job is in the scheduler's life cycle.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "snake_case", tag = "state", content = "reason")]

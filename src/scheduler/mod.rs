@@ -28,7 +28,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use command::{CommandError, CommandOutput, CommandSpec, Runner};
-pub use job::{EndReason, JobInfo, JobRequest, JobState, OutputPath};
+pub use job::{EndReason, JobInfo, JobRequest, JobState, OutputPath, clock};
 pub use settings::{SettingKey, SettingKind, Settings, SettingsSchema};
 
 use crate::discovery::NodeGrant;

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::scheduler::{JobRequest, SchedulerError, export_lines};
+use crate::scheduler::{JobRequest, SchedulerError, clock, export_lines};
 
 /// The job script template.
 const TEMPLATE: &str = include_str!("../../../slurm/ray-cluster.sbatch.in");
@@ -19,19 +19,7 @@ pub fn directive_problem(line: &str) -> Option<String> {
 
 /// A walltime as `--time` takes it: `[D-]HH:MM:SS`.
 pub fn walltime(d: Duration) -> String {
-    let secs = d.as_secs();
-    let (days, rest) = (secs / 86_400, secs % 86_400);
-    let clock = format!(
-        "{:02}:{:02}:{:02}",
-        rest / 3600,
-        (rest / 60) % 60,
-        rest % 60
-    );
-    if days > 0 {
-        format!("{days}-{clock}")
-    } else {
-        clock
-    }
+    clock(d)
 }
 
 /// Memory as `--mem` takes it: whole MiB, rounded up.
