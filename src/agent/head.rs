@@ -131,6 +131,7 @@ pub async fn run(opts: HeadOptions) -> anyhow::Result<i32> {
         record,
     };
     head.save();
+    super::watchdog::watch_record(&head.dir.path);
     tracing::info!(
         "cluster {name}: {} node(s) of {} job {}; head on {} ({})",
         head.alloc.hosts.len(),
@@ -545,12 +546,17 @@ async fn bring_up_and_drive(
             .env_remove(control::SECRET_ENV)
             .env_remove("RAY_AUTH_TOKEN")
             .envs(auth_env(b.token_path.as_deref()));
-        Some(cmd.spawn().map_err(|e| {
+        let child = cmd.spawn().map_err(|e| {
             Stop::Failed(format!(
                 "cannot run the driver `{}`: {e}",
                 b.driver[0].to_string_lossy()
             ))
-        })?)
+        })?;
+        // Not in a session of its own, yet it outlives a killed head: its watchdog ends it.
+        if let Some(pid) = child.id() {
+            super::watchdog::watch_pid(pid);
+        }
+        Some(child)
     };
     // The autoscaler, when on, runs every GCS poll; the plain watch every 5 s.
     let mut autoscaler = cfg.autoscaler.enabled.then(|| {

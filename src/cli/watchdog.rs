@@ -1,0 +1,15 @@
+//! `ray-hpc watchdog`: ends what an agent started if the agent dies (src/agent/watchdog.rs).
+//! Every agent starts one, talking to it over its stdin.
+
+use std::time::Duration;
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Seconds from SIGTERM to SIGKILL when ending what the agent left (its `teardown.grace_s`).
+    #[arg(long, default_value_t = 10)]
+    grace_s: u64,
+}
+
+pub fn run(args: &Args) -> i32 {
+    crate::agent::watchdog::main(Duration::from_secs(args.grace_s))
+}
