@@ -68,10 +68,16 @@ impl RayNode {
     fn assert_running(&self, home: &TestHome) {
         let procs = self.processes(home);
         let all: Vec<&str> = procs.iter().map(|(_, c)| c.as_str()).collect();
-        for part in ["raylet", "dashboard/agent.py", "runtime_env/agent/main.py"] {
+        // Ray renames its agents once they run (setproctitle).
+        for names in [
+            &["raylet"][..],
+            &["dashboard/agent.py", "ray::DashboardAgent"],
+            &["runtime_env/agent/main.py", "ray::RuntimeEnvAgent"],
+        ] {
             assert!(
-                all.iter().any(|c| c.contains(part)),
-                "no {part} for {}: {all:#?}",
+                all.iter().any(|c| names.iter().any(|n| c.contains(n))),
+                "no {} for {}: {all:#?}",
+                names[0],
                 self.temp_dir.display()
             );
         }
@@ -183,6 +189,25 @@ fn a_worker_agent_killed_with_sigkill_leaves_no_ray_behind() {
         "MEASURED worker agent SIGKILL -> its Ray processes gone: {:.2}s; temp dir and token gone: {:.2}s",
         procs_gone.as_secs_f64(),
         all_gone.as_secs_f64()
+    );
+
+    // What the worker's watchdog said reaches the worker agents' log only while the step
+    // still forwards its output: shown, not required.
+    let agents_log = home
+        .path()
+        .join("clusters")
+        .join(record["name"].as_str().unwrap())
+        .join("agents.log");
+    let said: Vec<String> = std::fs::read_to_string(&agents_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("watchdog"))
+        .map(String::from)
+        .collect();
+    eprintln!(
+        "worker watchdog in {}:\n{}",
+        agents_log.display(),
+        said.join("\n")
     );
 
     // The rest of the cluster runs on; the driver finishes and the job ends cleanly.
