@@ -444,6 +444,25 @@ mod tests {
     }
 
     #[test]
+    fn stat_fields_are_found_after_any_command_name() {
+        // comm may hold spaces and parentheses; only the last ')' ends it.
+        let stat =
+            "4242 (ray::a) b (c) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 3 0 987654 1 2";
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                session: 4242,
+                start_time: 987654
+            })
+        );
+        assert_eq!(parse_stat(&stat.replace(") S ", ") Z ")), None);
+        assert_eq!(parse_stat("4242 (cut"), None);
+        assert_eq!(parse_stat("4242 (x) S 1 2"), None);
+        let me = proc_stat(std::process::id() as i32).unwrap();
+        assert_eq!(me.session, nix::unistd::getsid(None).unwrap().as_raw());
+    }
+
+    #[test]
     fn tail_keeps_the_last_lines() {
         let tmp = tempfile::tempdir().unwrap();
         let f = tmp.path().join("f");

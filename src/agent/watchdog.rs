@@ -506,19 +506,26 @@ fn mark_failed(dir: &Path, agent: &Agent) {
     }
 }
 
-/// `ray-hpc watchdog`: serves this process's stdin for the agent that started it.
-pub fn main(grace: Duration) -> i32 {
-    // The agent's scheduler signals its whole tree on a cancel; the agent then tears down and
-    // says `done`. Until its pipe says so, this process stays.
-    for sig in [
-        Signal::SIGINT,
-        Signal::SIGTERM,
-        Signal::SIGHUP,
-        Signal::SIGUSR1,
-    ] {
-        // SAFETY: SIG_IGN installs no handler.
+/// What a watchdog ignores: the agent's scheduler signals the agent's whole tree on a cancel,
+/// and the agent then tears down and says `done`; until its pipe says so, the watchdog stays.
+pub const IGNORED: [Signal; 4] = [
+    Signal::SIGINT,
+    Signal::SIGTERM,
+    Signal::SIGHUP,
+    Signal::SIGUSR1,
+];
+
+fn ignore_signals() {
+    for sig in IGNORED {
+        // SAFETY: SIG_IGN installs no handler; async-signal-safe.
         let _ = unsafe { nix::sys::signal::signal(sig, nix::sys::signal::SigHandler::SigIgn) };
     }
+}
+
+/// `ray-hpc watchdog`: serves this process's stdin for the agent that started it.
+pub fn main(grace: Duration) -> i32 {
+    // Set by the agent already; again for a watchdog started some other way.
+    ignore_signals();
     let agent = Agent {
         pid: nix::unistd::getppid().as_raw(),
         host: nix::unistd::gethostname()
@@ -537,14 +544,16 @@ pub struct Watchdog {
 
 impl Watchdog {
     /// Starts `cmd` (a `ray-hpc watchdog`) in a session of its own, reading from a pipe whose
-    /// write end only this process holds.
+    /// write end only this process holds, and deaf to [`IGNORED`] from its first instruction.
     pub fn spawn(mut cmd: Command) -> std::io::Result<Watchdog> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
         cmd.stdin(Stdio::from(read)).stdout(Stdio::null());
-        // SAFETY: setsid is async-signal-safe and touches nothing of the parent.
+        // SAFETY: setsid and signal are async-signal-safe and touch nothing of the parent.
         unsafe {
             cmd.pre_exec(|| {
                 nix::unistd::setsid().map_err(std::io::Error::from)?;
+                // Ignored signals stay ignored across exec: no window before `main` runs.
+                ignore_signals();
                 Ok(())
             });
         }
