@@ -16,6 +16,7 @@ use common::*;
 fn watchdog(log: &Path) -> Watchdog {
     let mut cmd = Command::new(ray_hpc());
     cmd.args(["watchdog", "--grace-s", "5"])
+        .args(["--agent", &std::process::id().to_string()])
         .stderr(std::fs::File::create(log).unwrap());
     Watchdog::spawn(cmd).unwrap()
 }
@@ -99,14 +100,21 @@ fn a_dead_agents_session_and_paths_are_ended_despite_a_cancels_signals() {
     let session = session_tree();
     let sid = sid_of(&session);
     let w = watchdog(&p.log);
-    let pid = w.pid().unwrap() as i32;
+    let pid = w.pid();
     w.send(&session);
     w.send(&Order::Path(p.dir.clone()));
     w.send(&Order::Path(p.token.clone()));
-    assert_eq!(
-        proc_parent_and_session(pid).map(|(_, s)| s),
-        Some(pid),
-        "a session of its own"
+    // Out of this process's tree (its parent exited), in a session of its own.
+    let (ppid, session) = proc_parent_and_session(pid).unwrap();
+    assert_ne!(ppid, std::process::id() as i32);
+    assert_ne!(
+        Some(session),
+        proc_parent_and_session(std::process::id() as i32).map(|(_, s)| s)
+    );
+    assert!(
+        cmdline(pid).contains(&format!("--agent {}", std::process::id())),
+        "{}",
+        cmdline(pid)
     );
     // What a cancel sends the agent's whole tree, and a terminal its foreground group.
     for sig in ["TERM", "INT", "HUP", "USR1"] {
@@ -135,7 +143,7 @@ fn a_disarmed_watchdog_exits_and_leaves_everything_alone() {
     let session = session_tree();
     let sid = sid_of(&session);
     let w = watchdog(&p.log);
-    let pid = w.pid().unwrap() as i32;
+    let pid = w.pid();
     w.send(&session);
     w.send(&Order::Path(p.dir.clone()));
     w.disarm();

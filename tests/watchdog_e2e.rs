@@ -121,11 +121,16 @@ fn only(home: &TestHome, sub: &str) -> i32 {
     pids[0]
 }
 
-/// The watchdog whose agent is `agent`.
+/// The watchdog whose agent is `agent` (it says so on its command line).
 fn watchdog_of(home: &TestHome, agent: i32) -> i32 {
+    let agent_pid = agent.to_string();
     ray_hpc_processes(home, "watchdog")
         .into_iter()
-        .find(|pid| proc_parent_and_session(*pid).is_some_and(|(ppid, _)| ppid == agent))
+        .find(|pid| {
+            argv(*pid)
+                .windows(2)
+                .any(|w| w[0] == "--agent" && w[1] == agent_pid)
+        })
         .unwrap_or_else(|| panic!("no watchdog of agent {agent}: {:#?}", home.leftovers()))
 }
 
@@ -139,6 +144,27 @@ fn within_limit(
     let left = CLEANUP_LIMIT.saturating_sub(since.elapsed());
     wait_for(what, left, || done().then_some(()), explain);
     since.elapsed()
+}
+
+/// What the worker watchdogs said: it reaches the worker agents' log only while the step
+/// still forwards their output, so it is shown, not required.
+fn worker_watchdog_log(home: &TestHome, record: &serde_json::Value) -> String {
+    let agents_log = home
+        .path()
+        .join("clusters")
+        .join(record["name"].as_str().unwrap())
+        .join("agents.log");
+    let said: Vec<String> = std::fs::read_to_string(&agents_log)
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains("watchdog"))
+        .map(String::from)
+        .collect();
+    format!(
+        "worker watchdogs in {}:\n{}",
+        agents_log.display(),
+        said.join("\n")
+    )
 }
 
 fn hold_driver(release: &Path) -> Vec<String> {
@@ -191,24 +217,7 @@ fn a_worker_agent_killed_with_sigkill_leaves_no_ray_behind() {
         all_gone.as_secs_f64()
     );
 
-    // What the worker's watchdog said reaches the worker agents' log only while the step
-    // still forwards its output: shown, not required.
-    let agents_log = home
-        .path()
-        .join("clusters")
-        .join(record["name"].as_str().unwrap())
-        .join("agents.log");
-    let said: Vec<String> = std::fs::read_to_string(&agents_log)
-        .unwrap_or_default()
-        .lines()
-        .filter(|l| l.contains("watchdog"))
-        .map(String::from)
-        .collect();
-    eprintln!(
-        "worker watchdog in {}:\n{}",
-        agents_log.display(),
-        said.join("\n")
-    );
+    eprintln!("{}", worker_watchdog_log(&home, &record));
 
     // The rest of the cluster runs on; the driver finishes and the job ends cleanly.
     std::fs::write(&release, "").unwrap();
@@ -283,6 +292,8 @@ fn a_head_agent_killed_with_sigkill_takes_the_whole_cluster_with_it() {
         dirs.as_secs_f64()
     );
 
+    eprintln!("{}", worker_watchdog_log(&home, &record));
+
     // `ray-hpc status` must not show a dead cluster as ready.
     let record = record_for(&home, &job);
     assert_eq!(record["state"], "FAILED", "{record}");
@@ -302,5 +313,90 @@ fn a_head_agent_killed_with_sigkill_takes_the_whole_cluster_with_it() {
 
     let (state, _) = job.wait_ended();
     assert_ne!(state, "COMPLETED", "{}", job.explain());
+    assert_clean(&home, &job);
+}
+
+/// `root` and every process descended from it (by parent pid), as a scheduler that tracks a
+/// task's processes by parentage finds them.
+fn process_tree(root: i32) -> Vec<i32> {
+    let parents: Vec<(i32, i32)> = std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter_map(|pid| Some((pid, proc_parent_and_session(pid)?.0)))
+        .collect();
+    let mut tree = vec![root];
+    let mut i = 0;
+    while i < tree.len() {
+        let parent = tree[i];
+        tree.extend(
+            parents
+                .iter()
+                .filter(|(_, pp)| *pp == parent)
+                .map(|(p, _)| *p),
+        );
+        i += 1;
+    }
+    tree
+}
+
+#[test]
+fn agents_killed_with_their_whole_trees_leave_no_temp_dirs_and_say_failed() {
+    if !slurm_testbed() {
+        return;
+    }
+    let home = TestHome::new();
+    let release = home.path().join("release");
+    let job = submit(&home, 2, 1, &as_strs(&hold_driver(&release)));
+    job.wait_output("READY");
+    let record = record_for(&home, &job);
+    let head_node = RayNode::find(&home, &temp_dir_of_rank(&record, 0));
+    let worker_node = RayNode::find(&home, &temp_dir_of_rank(&record, 1));
+    head_node.assert_running(&home);
+    worker_node.assert_running(&home);
+
+    // What a scheduler tracking processes by parentage does when it ends a job or step at
+    // once (seen on the test bed: a step killed 20 ms after its job ended): SIGKILL to each
+    // agent's whole tree, its Ray included. Only the watchdogs, which left those trees, can
+    // remove what is left.
+    let mut doomed = process_tree(only(&home, "run"));
+    doomed.extend(process_tree(only(&home, "agent")));
+    let watchdogs = ray_hpc_processes(&home, "watchdog");
+    assert_eq!(watchdogs.len(), 2, "{:#?}", home.leftovers());
+    assert!(
+        watchdogs.iter().all(|w| !doomed.contains(w)),
+        "a watchdog is in its agent's tree"
+    );
+    for pid in &doomed {
+        let _ = nix::sys::signal::kill(
+            nix::unistd::Pid::from_raw(*pid),
+            nix::sys::signal::Signal::SIGKILL,
+        );
+    }
+    let killed = Instant::now();
+    let explain = || {
+        format!(
+            "left: {:#?}\nhead dir exists {}, worker dir exists {}, worker token exists {}\n{}",
+            home.leftovers(),
+            head_node.temp_dir.exists(),
+            worker_node.temp_dir.exists(),
+            worker_node.token_file().exists(),
+            job.explain()
+        )
+    };
+    let gone = within_limit(
+        "both nodes' Ray, temp dirs and token to go",
+        killed,
+        explain,
+        || head_node.gone(&home) && worker_node.gone(&home),
+    );
+    eprintln!(
+        "MEASURED agents' trees SIGKILL -> both nodes' temp dirs and token gone: {:.2}s",
+        gone.as_secs_f64()
+    );
+    within_limit("the record to say FAILED", killed, explain, || {
+        record_for(&home, &job)["state"] == "FAILED"
+    });
+    job.wait_ended();
     assert_clean(&home, &job);
 }

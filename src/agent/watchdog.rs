@@ -7,11 +7,15 @@
 //! dashboard and runtime-env agents forever, and the node's temp dir and token file stay in
 //! /tmp. A SIGKILL cannot be caught, so the cleanup has to live in another process.
 //!
-//! How: at its start an agent arms a watchdog, `ray-hpc watchdog` (hidden), spawned in a
-//! session of its own (so a terminal's Ctrl-C or hangup does not reach it; it ignores the
-//! signals a scheduler's cancel sends too, and ends only through its pipe). Its stdin is the
-//! read end of a pipe whose write end only the agent holds (close-on-exec, so neither Ray nor
-//! the driver inherits it). Over it the agent says, one line each:
+//! How: at its start an agent arms a watchdog, `ray-hpc watchdog --agent <pid>` (hidden),
+//! spawned in a session of its own, deaf to the signals a terminal or a scheduler's cancel
+//! sends (ignored from before exec). It forks once more and its parent exits, so it is not a
+//! descendant of the agent: a scheduler that kills a task's whole tree by parentage at the end
+//! of a job or step (seen on the test bed when the head died: the worker's step was killed
+//! 20 ms later) kills the agent and its Ray but not the watchdog, which then removes what they
+//! left. Its stdin is the read end of a pipe whose write end only the agent holds
+//! (close-on-exec, so neither Ray nor the driver inherits it). Over it the agent says, one
+//! line each:
 //!
 //! - `session <sid> <start time> <what>`: a session to end (sent by `Supervised::spawn`),
 //!   `forget-session <sid>` once it is over (by `Supervised::stop` and its drop);
@@ -40,11 +44,10 @@
 //! keeps a pid that names a session); a session that ends normally is forgotten at once, and
 //! `done` covers the rest, so the watchdog does not act on a recycled session id.
 //!
-//! Limits: the watchdog is a child of the agent until the agent dies, so a scheduler that
-//! kills the agent's whole tree at once (a cgroup, or the SIGKILL that ends a cancel's grace
-//! period) kills it too; Ray goes with it then, but temp dirs can stay. It costs one idle
-//! process per agent: a blocking read, no async runtime, about 0.6 MB of memory of its own
-//! (the rest of its resident size is the executable's pages, shared with the agent).
+//! Limits: it lives as long as its agent plus its cleanup (seconds). A scheduler that kills
+//! by cgroup kills it with the agent and Ray at the end of a job; temp dirs can stay then. It
+//! costs one idle process per agent: a blocking read, no async runtime, about 0.6 MB of memory
+//! of its own (the rest of its resident size is the executable's pages, shared with the agent).
 
 use std::collections::BTreeMap;
 use std::ffi::OsStr;
@@ -53,7 +56,7 @@ use std::io::{BufRead, Write};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
@@ -522,32 +525,58 @@ fn ignore_signals() {
     }
 }
 
-/// `ray-hpc watchdog`: serves this process's stdin for the agent that started it.
-pub fn main(grace: Duration) -> i32 {
+/// `ray-hpc watchdog`: leaves the agent's process tree, then serves this process's stdin for
+/// the agent that started it. `agent` is the agent's pid (for messages; default: the parent).
+pub fn main(grace: Duration, agent: Option<i32>) -> i32 {
     // Set by the agent already; again for a watchdog started some other way.
     ignore_signals();
     let agent = Agent {
-        pid: nix::unistd::getppid().as_raw(),
+        pid: agent.unwrap_or_else(|| nix::unistd::getppid().as_raw()),
         host: nix::unistd::gethostname()
             .map(|h| h.to_string_lossy().into_owned())
             .unwrap_or_else(|_| "?".into()),
     };
+    if let Err(e) = detach() {
+        tracing::error!("watchdog: cannot leave the agent's process tree: {e}");
+        return 1;
+    }
     serve(std::io::stdin().lock(), grace, &agent);
     0
+}
+
+/// Forks once more: the parent says the child's pid on stdout and exits, so the child is no
+/// longer a descendant of the agent (see the module doc). Runs while this process has one
+/// thread, so the child may do anything after the fork.
+fn detach() -> std::io::Result<()> {
+    // SAFETY: single-threaded here (nothing before this spawns a thread).
+    match unsafe { nix::unistd::fork() }? {
+        nix::unistd::ForkResult::Parent { child } => {
+            println!("{child}");
+            std::process::exit(0);
+        }
+        nix::unistd::ForkResult::Child => {
+            // The agent reads our pid from stdout until the parent is gone; keep nothing of it.
+            let null = File::options().write(true).open("/dev/null")?;
+            nix::unistd::dup2_stdout(&null)?;
+            Ok(())
+        }
+    }
 }
 
 /// The agent's end of its watchdog.
 pub struct Watchdog {
     pipe: Mutex<Option<File>>,
-    child: Mutex<Option<Child>>,
+    pid: i32,
 }
 
 impl Watchdog {
     /// Starts `cmd` (a `ray-hpc watchdog`) in a session of its own, reading from a pipe whose
     /// write end only this process holds, and deaf to [`IGNORED`] from its first instruction.
+    /// Returns once the watchdog left this process's tree (it prints its pid, then its parent
+    /// exits).
     pub fn spawn(mut cmd: Command) -> std::io::Result<Watchdog> {
         let (read, write) = nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)?;
-        cmd.stdin(Stdio::from(read)).stdout(Stdio::null());
+        cmd.stdin(Stdio::from(read)).stdout(Stdio::piped());
         // SAFETY: setsid and signal are async-signal-safe and touch nothing of the parent.
         unsafe {
             cmd.pre_exec(|| {
@@ -557,17 +586,30 @@ impl Watchdog {
                 Ok(())
             });
         }
-        let child = cmd.spawn()?;
+        let mut child = cmd.spawn()?;
         // `cmd` goes with its copy of the read end: only the watchdog reads.
         drop(cmd);
+        let mut said = String::new();
+        let read =
+            std::io::BufReader::new(child.stdout.take().expect("piped")).read_line(&mut said);
+        let status = child.wait()?;
+        let pid = read
+            .ok()
+            .and_then(|_| said.trim().parse::<i32>().ok())
+            .filter(|pid| *pid > 1)
+            .ok_or_else(|| {
+                std::io::Error::other(format!(
+                    "the watchdog did not start ({status}; it said {said:?})"
+                ))
+            })?;
         Ok(Watchdog {
             pipe: Mutex::new(Some(File::from(write))),
-            child: Mutex::new(Some(child)),
+            pid,
         })
     }
 
-    pub fn pid(&self) -> Option<u32> {
-        self.child.lock().unwrap().as_ref().map(Child::id)
+    pub fn pid(&self) -> i32 {
+        self.pid
     }
 
     /// Sends one order; after a failure (the watchdog is gone) sends nothing more.
@@ -595,21 +637,17 @@ impl Watchdog {
     /// Says `done` and waits (briefly) for the watchdog to exit.
     pub fn disarm(&self) {
         self.send(&Order::Done);
-        self.pipe.lock().unwrap().take();
-        let Some(mut child) = self.child.lock().unwrap().take() else {
-            return;
-        };
-        let deadline = Instant::now() + Duration::from_secs(2);
-        while Instant::now() < deadline {
-            if !matches!(child.try_wait(), Ok(None)) {
+        if self.pipe.lock().unwrap().take().is_none() {
+            return; // gone already
+        }
+        let deadline = Instant::now() + Duration::from_secs(1);
+        while proc_stat(self.pid).is_some() {
+            if Instant::now() >= deadline {
+                tracing::warn!("the watchdog (pid {}) did not exit after `done`", self.pid);
                 return;
             }
             std::thread::sleep(Duration::from_millis(5));
         }
-        tracing::warn!(
-            "the watchdog (pid {}) did not exit after `done`",
-            child.id()
-        );
     }
 }
 
@@ -620,12 +658,13 @@ static ARMED: OnceLock<Watchdog> = OnceLock::new();
 pub fn arm(grace: Duration) {
     let started = std::env::current_exe().and_then(|exe| {
         let mut cmd = Command::new(exe);
-        cmd.args(["watchdog", "--grace-s", &grace.as_secs().to_string()]);
+        cmd.args(["watchdog", "--grace-s", &grace.as_secs().to_string()])
+            .args(["--agent", &std::process::id().to_string()]);
         Watchdog::spawn(cmd)
     });
     match started {
         Ok(w) => {
-            tracing::debug!("watchdog started (pid {:?})", w.pid());
+            tracing::debug!("watchdog started (pid {})", w.pid());
             if ARMED.set(w).is_err() {
                 tracing::warn!("the watchdog was armed twice");
             }
@@ -1053,18 +1092,23 @@ mod tests {
 
     #[test]
     fn the_agent_end_holds_the_only_write_end() {
-        // A stand-in watchdog that copies its orders to a file and exits at end of input.
+        // A stand-in watchdog that detaches like the real one (says its pid, its parent
+        // exits), copies its orders to a file and exits at end of input.
         let tmp = tempfile::tempdir().unwrap();
         let out = tmp.path().join("orders");
         let mut cmd = Command::new("sh");
-        cmd.args(["-c", &format!("cat > {}", out.display())]);
+        cmd.args([
+            "-c",
+            // fd 3: a background job's stdin is /dev/null unless given another fd.
+            &format!(
+                "exec 3<&0; (exec cat <&3 3<&- > {}) & echo $!",
+                out.display()
+            ),
+        ]);
         let w = Watchdog::spawn(cmd).unwrap();
-        let pid = w.pid().unwrap() as i32;
-        assert_eq!(
-            proc_stat(pid).unwrap().session,
-            pid,
-            "not a session of its own"
-        );
+        let pid = w.pid();
+        let stat = proc_stat(pid).expect("the stand-in runs");
+        assert_ne!(stat.session, nix::unistd::getsid(None).unwrap().as_raw());
         // A process started after arming (as Ray is) must not hold the write end, or the
         // watchdog would never see the agent go.
         let mut later = Command::new("sleep").arg("300").spawn().unwrap();
@@ -1072,9 +1116,8 @@ mod tests {
         w.send(&Order::Done);
         // Closing our end is what an agent's death does.
         w.pipe.lock().unwrap().take();
-        let mut child = w.child.lock().unwrap().take().unwrap();
         let deadline = Instant::now() + Duration::from_secs(10);
-        while child.try_wait().unwrap().is_none() {
+        while proc_stat(pid).is_some() {
             assert!(
                 Instant::now() < deadline,
                 "no end of input while `sleep` runs"
@@ -1086,5 +1129,17 @@ mod tests {
         assert_eq!(std::fs::read(&out).unwrap(), b"path /tmp/x\ndone\n");
         // Sending to a watchdog that is gone is a warning, not an error.
         w.send(&Order::Done);
+    }
+
+    #[test]
+    fn a_watchdog_that_does_not_start_is_an_error() {
+        let mut cmd = Command::new("sh");
+        cmd.args(["-c", "echo not a pid"]);
+        let err = Watchdog::spawn(cmd).err().unwrap().to_string();
+        assert!(
+            err.contains("did not start") && err.contains("not a pid"),
+            "{err}"
+        );
+        assert!(Watchdog::spawn(Command::new("/nonexistent/ray-hpc")).is_err());
     }
 }
