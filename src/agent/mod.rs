@@ -5,4 +5,5 @@ pub mod head;
 pub mod node;
 pub mod signals;
 pub mod supervisor;
+pub mod watchdog;
 pub mod worker;

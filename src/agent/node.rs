@@ -95,6 +95,7 @@ pub async fn start_node(
             message: format!("cannot create temp dir {}: {e}", spec.temp_dir.display()),
             logs: String::new(),
         })?;
+        super::watchdog::watch_path(&spec.temp_dir);
         // Declared before the process so it is dropped after it: a cancelled start (a signal
         // during bring-up) kills the session first, then removes the dir.
         let mut dir_guard = DirGuard(Some(spec.temp_dir.clone()));
@@ -217,12 +218,13 @@ impl Drop for DirGuard {
     }
 }
 
-/// Removes a node's temp dir; logged, not fatal, when it cannot be removed.
+/// Removes a node's temp dir; logged, not fatal, when it cannot be removed (the watchdog
+/// keeps it then).
 pub fn remove_temp_dir(path: &Path) {
-    if let Err(e) = std::fs::remove_dir_all(path) {
-        if e.kind() != std::io::ErrorKind::NotFound {
-            tracing::warn!("could not remove {}: {e}", path.display());
-        }
+    match std::fs::remove_dir_all(path) {
+        Ok(()) => super::watchdog::forget_path(path),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => super::watchdog::forget_path(path),
+        Err(e) => tracing::warn!("could not remove {}: {e}", path.display()),
     }
 }
 

@@ -1,9 +1,12 @@
 //! Runs a process tree we own in its own session, and ends exactly that tree.
 //!
 //! The child calls setsid(), so its pid is also its process group and session id. Ray's
-//! processes stay in that session; stopping sends SIGTERM to the group and to every process of
-//! the session (in case one moved to a group of its own), waits for a grace period, then sends
-//! SIGKILL. Nothing is ever found or killed by name.
+//! processes stay in that session; stopping sends SIGTERM to the session leader, waits for
+//! the session to empty, then sends SIGKILL to every process of the session (in case one
+//! moved to a group of its own). Nothing is ever found or killed by name. A session of its
+//! own also escapes the scheduler's cleanup once its parent is gone, so while an agent runs,
+//! its watchdog (src/agent/watchdog.rs) knows every live session and ends it if the agent
+//! dies without doing so itself.
 
 use std::fs::{self, File};
 use std::io::{Read, Seek, SeekFrom};
@@ -31,20 +34,37 @@ pub fn session_members(sid: i32) -> Vec<i32> {
     entries
         .flatten()
         .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
-        .filter(|pid| stat_session(*pid) == Some(sid))
+        .filter(|pid| proc_stat(*pid).is_some_and(|st| st.session == sid))
         .collect()
 }
 
-fn stat_session(pid: i32) -> Option<i32> {
+/// What /proc/<pid>/stat says about a live process.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProcStat {
+    pub session: i32,
+    /// Clock ticks after boot when it started: with the pid, a process's identity (a pid is
+    /// reused, a pid and start time are not).
+    pub start_time: u64,
+}
+
+/// None when `pid` does not exist or is a zombie (a zombie holds nothing; its parent reaps it).
+pub fn proc_stat(pid: i32) -> Option<ProcStat> {
     let stat = fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields after the parenthesised command name: state ppid pgrp session ...
-    let rest = &stat[stat.rfind(')')? + 2..];
-    let mut fields = rest.split_whitespace();
-    let state = fields.next()?;
-    if state == "Z" {
-        return None; // a zombie holds nothing; its parent reaps it
+    parse_stat(&stat)
+}
+
+fn parse_stat(stat: &str) -> Option<ProcStat> {
+    // The command name is in parentheses and may hold anything; the fields after it are
+    // state(3) ppid pgrp session(6) ... starttime(22).
+    let rest = stat.get(stat.rfind(')')? + 2..)?;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    if *fields.first()? == "Z" {
+        return None;
     }
-    fields.nth(2)?.parse().ok()
+    Some(ProcStat {
+        session: fields.get(3)?.parse().ok()?,
+        start_time: fields.get(19)?.parse().ok()?,
+    })
 }
 
 /// The command line of `pid`, shortened, for messages.
@@ -80,6 +100,8 @@ impl Supervised {
         }
         let child = tokio::process::Command::from(cmd).spawn()?;
         let pid = child.id().expect("a just-spawned child has a pid") as i32;
+        // Not reaped yet, so this pid is still our child's.
+        super::watchdog::watch_session(pid, what);
         Ok(Supervised {
             what: what.to_string(),
             child: Some(child),
@@ -126,65 +148,31 @@ impl Supervised {
         self.exit
     }
 
-    /// Ends the whole session. SIGTERM goes to the session leader only: `ray start --block`
-    /// then stops Ray's processes in order and exits. SIGTERM to every process at once (as a
-    /// scheduler's cancel does) can leave gcs_server waiting forever, so once nothing has
-    /// exited for `STALL` (or `grace` is over) the rest get SIGKILL. Once the leader has exited,
-    /// what is left gets SIGKILL at once: those are helpers (dashboard modules, agents) that
-    /// can take seconds to notice their node is gone, with nothing left to save. Returns when
-    /// none is left.
+    /// Ends the whole session (see [`SessionStop`]); returns when none of it is left.
     pub async fn stop(&mut self, grace: Duration) {
-        const STALL: Duration = Duration::from_secs(3);
         let sid = self.pid;
-        let _ = kill(Pid::from_raw(sid), Signal::SIGTERM);
-        let started = Instant::now();
-        let mut last_count = usize::MAX;
-        let mut last_progress = Instant::now();
+        let mut stop = SessionStop::begin(sid, &self.what, grace);
         loop {
             self.try_exited();
-            let left = session_members(sid);
-            if self.exit.is_some() {
-                if !left.is_empty() {
-                    tracing::debug!(
-                        "{} (session {sid}): leader exited after {:.1}s, SIGKILL to the {} left",
-                        self.what,
-                        started.elapsed().as_secs_f64(),
-                        left.len()
-                    );
+            match stop.step(self.exit.is_some()) {
+                StopStep::Wait => tokio::time::sleep(STOP_POLL).await,
+                StopStep::KillRest => {
                     self.kill_rest(sid).await;
+                    break;
                 }
-                break;
+                StopStep::Done => break,
             }
-            if left.len() < last_count {
-                last_count = left.len();
-                last_progress = Instant::now();
-            }
-            if started.elapsed() >= grace || last_progress.elapsed() >= STALL {
-                let names: Vec<String> = left
-                    .iter()
-                    .map(|pid| format!("{pid} {}", cmdline(*pid)))
-                    .collect();
-                tracing::warn!(
-                    "{} (session {sid}) still running {:.1}s after SIGTERM, SIGKILL to: {}",
-                    self.what,
-                    started.elapsed().as_secs_f64(),
-                    names.join("; ")
-                );
-                self.kill_rest(sid).await;
-                break;
-            }
-            tokio::time::sleep(Duration::from_millis(50)).await;
         }
         self.child = None;
+        forget_if_gone(sid);
     }
 
     async fn kill_rest(&mut self, sid: i32) {
         signal_session(sid, Signal::SIGKILL);
         let _ = self.wait().await;
         // SIGKILL cannot be caught; wait for the kernel to finish with the rest.
-        let hard = Instant::now() + Duration::from_secs(10);
-        while !session_members(sid).is_empty() && Instant::now() < hard {
-            signal_session(sid, Signal::SIGKILL);
+        let hard = Instant::now() + KILL_WAIT;
+        while !kill_round(sid) && Instant::now() < hard {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
@@ -208,6 +196,112 @@ impl Drop for Supervised {
             signal_session(self.pid, Signal::SIGKILL);
             std::thread::sleep(Duration::from_millis(20));
         }
+        forget_if_gone(self.pid);
+    }
+}
+
+/// How often a stop looks at what is left of a session.
+pub const STOP_POLL: Duration = Duration::from_millis(50);
+/// How long SIGKILL rounds go on before a stop gives up on what is left (a process stuck in
+/// the kernel, say).
+pub const KILL_WAIT: Duration = Duration::from_secs(10);
+
+/// The steps of ending one session, shared by [`Supervised::stop`] and the watchdog (which
+/// ends the sessions of an agent that died, so it is not the leader's parent).
+///
+/// SIGTERM goes to the session leader only: `ray start --block` then stops Ray's processes in
+/// order and exits. SIGTERM to every process at once (as a scheduler's cancel does) can leave
+/// gcs_server waiting forever, so once nothing has exited for `STALL` (or `grace` is over) the
+/// rest get SIGKILL. Once the leader has exited, what is left gets SIGKILL at once: those are
+/// helpers (dashboard modules, agents) that can take seconds to notice their node is gone,
+/// with nothing left to save.
+pub struct SessionStop {
+    sid: i32,
+    what: String,
+    grace: Duration,
+    started: Instant,
+    last_count: usize,
+    last_progress: Instant,
+}
+
+/// What to do next in a [`SessionStop`].
+#[derive(Debug, PartialEq, Eq)]
+pub enum StopStep {
+    /// Look again after [`STOP_POLL`].
+    Wait,
+    /// SIGKILL what is left ([`kill_round`] until it says none is).
+    KillRest,
+    /// Nothing is left.
+    Done,
+}
+
+impl SessionStop {
+    /// Sends SIGTERM to the leader of session `sid`.
+    pub fn begin(sid: i32, what: &str, grace: Duration) -> Self {
+        let _ = kill(Pid::from_raw(sid), Signal::SIGTERM);
+        Self::new(sid, what, grace)
+    }
+
+    /// A stop of a session whose leader is gone already (nothing to send SIGTERM to).
+    pub fn new(sid: i32, what: &str, grace: Duration) -> Self {
+        SessionStop {
+            sid,
+            what: what.to_string(),
+            grace,
+            started: Instant::now(),
+            last_count: usize::MAX,
+            last_progress: Instant::now(),
+        }
+    }
+
+    /// One look at the session; `leader_exited` says whether its leader is gone.
+    pub fn step(&mut self, leader_exited: bool) -> StopStep {
+        const STALL: Duration = Duration::from_secs(3);
+        let sid = self.sid;
+        let left = session_members(sid);
+        if leader_exited {
+            if left.is_empty() {
+                return StopStep::Done;
+            }
+            tracing::debug!(
+                "{} (session {sid}): leader exited after {:.1}s, SIGKILL to the {} left",
+                self.what,
+                self.started.elapsed().as_secs_f64(),
+                left.len()
+            );
+            return StopStep::KillRest;
+        }
+        if left.len() < self.last_count {
+            self.last_count = left.len();
+            self.last_progress = Instant::now();
+        }
+        if self.started.elapsed() >= self.grace || self.last_progress.elapsed() >= STALL {
+            let names: Vec<String> = left
+                .iter()
+                .map(|pid| format!("{pid} {}", cmdline(*pid)))
+                .collect();
+            tracing::warn!(
+                "{} (session {sid}) still running {:.1}s after SIGTERM, SIGKILL to: {}",
+                self.what,
+                self.started.elapsed().as_secs_f64(),
+                names.join("; ")
+            );
+            return StopStep::KillRest;
+        }
+        StopStep::Wait
+    }
+}
+
+/// One round of SIGKILL to every process of session `sid`; true once none is left.
+pub fn kill_round(sid: i32) -> bool {
+    signal_session(sid, Signal::SIGKILL);
+    session_members(sid).is_empty()
+}
+
+/// Tells the watchdog (when armed) that session `sid` is over, unless some of it is left.
+fn forget_if_gone(sid: i32) {
+    if session_members(sid).is_empty() {
+        super::watchdog::forget_session(sid);
     }
 }
 
@@ -347,6 +441,25 @@ mod tests {
         }
         // A second call changes nothing.
         assert_eq!(raise_nofile_limit(), (after, after));
+    }
+
+    #[test]
+    fn stat_fields_are_found_after_any_command_name() {
+        // comm may hold spaces and parentheses; only the last ')' ends it.
+        let stat =
+            "4242 (ray::a) b (c) S 1 4242 4242 0 -1 4194560 1 0 0 0 0 0 0 0 20 0 3 0 987654 1 2";
+        assert_eq!(
+            parse_stat(stat),
+            Some(ProcStat {
+                session: 4242,
+                start_time: 987654
+            })
+        );
+        assert_eq!(parse_stat(&stat.replace(") S ", ") Z ")), None);
+        assert_eq!(parse_stat("4242 (cut"), None);
+        assert_eq!(parse_stat("4242 (x) S 1 2"), None);
+        let me = proc_stat(std::process::id() as i32).unwrap();
+        assert_eq!(me.session, nix::unistd::getsid(None).unwrap().as_raw());
     }
 
     #[test]

@@ -135,6 +135,7 @@ pub async fn run(opts: WorkerOptions) -> anyhow::Result<i32> {
     let token_file = PathBuf::from(format!("{}.token", plan.temp_dir));
     if let Some(t) = &token {
         write_private(&token_file, t.as_bytes())?;
+        super::watchdog::watch_path(&token_file);
     }
     let cuda = (!res.gpu_uuids.is_empty()).then(|| res.gpu_uuids.join(","));
     let make_spec = |ports| RayNodeSpec {

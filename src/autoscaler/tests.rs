@@ -352,7 +352,7 @@ async fn jobs_of_an_earlier_head_are_cancelled_once_the_scheduler_answers() {
                 time_left_s: None,
             },
         );
-        s.query = Behaviour::Fails("slurm_load_jobs error: Socket timed out".into());
+        s.query = Behaviour::Fails("error: the controller timed out".into());
     });
     let (mut r, _) = reconciler(&fake);
     r.reconcile(&ray, &cluster(vec![head()], 0), T0).await;

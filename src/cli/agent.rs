@@ -2,9 +2,12 @@
 //! (`--control URL`, the secret in the environment), or by a worker job of an autoscaled cluster
 //! (`--join NAME`, address and secret from the registry).
 
+use std::time::Duration;
+
 use anyhow::{Context, anyhow};
 
 use crate::agent::control::SECRET_ENV;
+use crate::agent::watchdog;
 use crate::agent::worker::{self, WorkerOptions};
 use crate::config::Config;
 use crate::registry::{self, ClusterDir};
@@ -60,11 +63,18 @@ pub fn run(args: &Args, config: Config) -> anyhow::Result<i32> {
     // SAFETY: no other thread exists yet.
     unsafe { std::env::remove_var(SECRET_ENV) };
     let scheduler = config.open_scheduler(Place::InsideJob)?;
-    super::runtime()?.block_on(worker::run(WorkerOptions {
+    let runtime = super::runtime()?;
+    // After the secret left the environment: the watchdog does not need it.
+    watchdog::arm(Duration::from_secs(config.teardown.grace_s));
+    let result = runtime.block_on(worker::run(WorkerOptions {
         config,
         scheduler,
         control,
         secret,
         node_type,
-    }))
+    }));
+    // Returned, with or without an error: the agent tore down what it started. A panic skips
+    // this, and the watchdog cleans up.
+    watchdog::disarm();
+    result
 }

@@ -9,6 +9,7 @@ mod run;
 mod status;
 mod submit;
 mod up;
+mod watchdog;
 
 use std::path::PathBuf;
 
@@ -57,6 +58,9 @@ enum Command {
     /// A worker agent (started by `ray-hpc run` on the other nodes; not for direct use).
     #[command(hide = true)]
     Agent(agent::Args),
+    /// An agent's watchdog (started by every agent; not for direct use).
+    #[command(hide = true)]
+    Watchdog(watchdog::Args),
 }
 
 /// Loads the config and applies command-line overrides.
@@ -92,6 +96,8 @@ pub fn main() -> i32 {
         Command::Status(a) => load_config(&cli).and_then(|(cfg, _)| status::run(a, cfg)),
         Command::Submit(a) => load_config(&cli).and_then(|(cfg, _)| submit::run(a, cfg)),
         Command::Doctor(a) => load_config(&cli).and_then(|(cfg, _)| doctor::run(a, cfg)),
+        // No config: nothing in it matters here, and a bad one must not stop the cleanup.
+        Command::Watchdog(a) => Ok(watchdog::run(a)),
     };
     match result {
         Ok(code) => code,

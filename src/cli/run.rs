@@ -2,8 +2,10 @@
 
 use std::ffi::OsString;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use crate::agent::head::{self, HeadOptions};
+use crate::agent::watchdog;
 use crate::config::Config;
 use crate::scheduler::Place;
 
@@ -23,10 +25,16 @@ pub fn run(args: &Args, mut config: Config, config_path: Option<PathBuf>) -> any
         config.cluster.name = Some(name.clone());
     }
     let scheduler = config.open_scheduler(Place::InsideJob)?;
-    super::runtime()?.block_on(head::run(HeadOptions {
+    let runtime = super::runtime()?;
+    watchdog::arm(Duration::from_secs(config.teardown.grace_s));
+    let result = runtime.block_on(head::run(HeadOptions {
         config,
         config_path,
         scheduler: scheduler.into(),
         driver: args.driver.clone(),
-    }))
+    }));
+    // Returned, with or without an error: the head tore down what it started. A panic skips
+    // this, and the watchdog cleans up.
+    watchdog::disarm();
+    result
 }

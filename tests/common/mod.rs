@@ -2,6 +2,8 @@
 //! conditions (never fixed sleeps), and the check that a test left no process behind.
 #![allow(dead_code)]
 
+pub mod job;
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
 use std::time::{Duration, Instant};
@@ -322,4 +324,52 @@ impl Drop for Blocker {
     fn drop(&mut self) {
         self.release();
     }
+}
+
+/// What /proc/<pid>/stat says of a live process: (parent pid, session id); None for one that
+/// does not exist or is a zombie.
+pub fn proc_parent_and_session(pid: i32) -> Option<(i32, i32)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    let fields: Vec<&str> = stat[stat.rfind(')')? + 2..].split_whitespace().collect();
+    if fields[0] == "Z" {
+        return None;
+    }
+    Some((fields[1].parse().ok()?, fields[3].parse().ok()?))
+}
+
+/// The live processes of session `sid` (pid, command line).
+pub fn session_processes(sid: i32) -> Vec<(i32, String)> {
+    std::fs::read_dir("/proc")
+        .unwrap()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<i32>().ok())
+        .filter(|pid| proc_parent_and_session(*pid).is_some_and(|(_, s)| s == sid))
+        .map(|pid| (pid, cmdline(pid)))
+        .collect()
+}
+
+/// The argument vector of `pid` (empty if it is gone).
+pub fn argv(pid: i32) -> Vec<String> {
+    let raw = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+    raw.split(|b| *b == 0)
+        .filter(|a| !a.is_empty())
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+pub fn cmdline(pid: i32) -> String {
+    argv(pid).join(" ")
+}
+
+/// This test's `ray-hpc <sub>` processes (argv[0] is the binary under test).
+pub fn ray_hpc_processes(home: &TestHome, sub: &str) -> Vec<i32> {
+    let exe = ray_hpc().display().to_string();
+    home.leftovers()
+        .into_iter()
+        .map(|(pid, _)| pid)
+        .filter(|pid| {
+            let a = argv(*pid);
+            a.first() == Some(&exe) && a.get(1).map(String::as_str) == Some(sub)
+        })
+        .collect()
 }

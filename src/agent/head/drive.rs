@@ -60,6 +60,10 @@ pub(super) fn start_driver(
         program: program.to_string_lossy().into_owned(),
         source,
     })?;
+    // Not in a session of its own, yet it outlives a killed head: its watchdog ends it.
+    if let Some(pid) = child.id() {
+        crate::agent::watchdog::watch_pid(pid);
+    }
     Ok(Some(child))
 }
 

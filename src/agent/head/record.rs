@@ -86,6 +86,8 @@ impl Head {
             record,
         };
         head.save();
+        // A head that dies without tearing down: its watchdog marks the record FAILED.
+        crate::agent::watchdog::watch_record(&head.dir.path);
         tracing::info!(
             "cluster {name}: {} node(s) of {} job {}; head on {} ({})",
             head.alloc.hosts.len(),
