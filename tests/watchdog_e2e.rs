@@ -1,5 +1,5 @@
 //! An agent killed with SIGKILL (as the out-of-memory killer does) leaves nothing behind: its
-//! watchdog (src/agent/watchdog.rs) ends the agent's Ray processes and removes its temp dir and
+//! watchdog (src/agent/watchdog/) ends the agent's Ray processes and removes its temp dir and
 //! token file. On the real Slurm test bed with the real Ray; tests/run sets RAY_HPC_E2E=1.
 
 mod common;

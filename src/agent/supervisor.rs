@@ -5,7 +5,7 @@
 //! the session to empty, then sends SIGKILL to every process of the session (in case one
 //! moved to a group of its own). Nothing is ever found or killed by name. A session of its
 //! own also escapes the scheduler's cleanup once its parent is gone, so while an agent runs,
-//! its watchdog (src/agent/watchdog.rs) knows every live session and ends it if the agent
+//! its watchdog (src/agent/watchdog/) knows every live session and ends it if the agent
 //! dies without doing so itself.
 
 use std::fs::{self, File};

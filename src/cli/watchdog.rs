@@ -1,4 +1,4 @@
-//! `ray-hpc watchdog`: ends what an agent started if the agent dies (src/agent/watchdog.rs).
+//! `ray-hpc watchdog`: ends what an agent started if the agent dies (src/agent/watchdog/).
 //! Every agent starts one, talking to it over its stdin.
 
 use std::time::Duration;
