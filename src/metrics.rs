@@ -20,7 +20,7 @@ pub const CONTENT_TYPE: &str = "application/openmetrics-text; version=1.0.0; cha
 /// The node states `rayhpc_nodes` always reports.
 pub const NODE_STATES: [&str; 4] = ["running", "idle", "draining", "dead"];
 /// The scheduler job states `rayhpc_scheduler_jobs` always reports.
-pub const JOB_STATES: [&str; 4] = ["pending", "running", "completing", "ended"];
+pub const JOB_STATES: [&str; 5] = ["pending", "running", "suspended", "completing", "ended"];
 
 /// The scheduler commands `rayhpc_scheduler_command_failures` reports (at 0) from the start.
 pub const SCHEDULER_COMMANDS: [&str; 3] = ["submit", "query", "cancel"];

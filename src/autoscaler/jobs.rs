@@ -21,6 +21,14 @@ pub struct JobBook {
 }
 
 impl JobBook {
+    /// The jobs the scheduler has suspended.
+    pub fn suspended(&self) -> usize {
+        self.jobs
+            .iter()
+            .filter(|j| j.phase == JobPhase::Suspended)
+            .count()
+    }
+
     /// The jobs not seen to end.
     pub fn live_ids(&self) -> Vec<String> {
         self.jobs
@@ -65,7 +73,8 @@ impl JobBook {
                     job.phase = match &info.state {
                         JobState::Pending => JobPhase::Pending,
                         JobState::Ended(_) => JobPhase::Ended,
-                        // Joined is decided from the GCS.
+                        JobState::Suspended => JobPhase::Suspended,
+                        // Joined is decided from the GCS (a resumed job's node is seen anew).
                         _ if job.phase == JobPhase::Joined => JobPhase::Joined,
                         _ => JobPhase::Running,
                     };
@@ -113,8 +122,7 @@ impl JobBook {
                     "autoscaler: the node of job {id} died; it is replaced while demand remains"
                 );
             }
-            if job.phase != JobPhase::Ended
-                && job.phase != JobPhase::Joined
+            if matches!(job.phase, JobPhase::Pending | JobPhase::Running)
                 && alive.contains(job.job_id.as_str())
             {
                 tracing::info!(
@@ -130,11 +138,17 @@ impl JobBook {
 
     /// Jobs by the states `rayhpc_scheduler_jobs` reports, the head's own job included.
     pub fn counts(&self) -> Vec<(&'static str, u64)> {
-        let mut counts = BTreeMap::from([("pending", 0), ("running", 1), ("ended", 0)]);
+        let mut counts = BTreeMap::from([
+            ("pending", 0),
+            ("running", 1),
+            ("suspended", 0),
+            ("ended", 0),
+        ]);
         for j in &self.jobs {
             let key = match j.phase {
                 JobPhase::Pending => "pending",
                 JobPhase::Running | JobPhase::Joined => "running",
+                JobPhase::Suspended => "suspended",
                 JobPhase::Ended => "ended",
             };
             *counts.entry(key).or_default() += 1;

@@ -118,6 +118,13 @@ pub fn notes(plan: &Plan, health: &BTreeMap<String, TypeHealth>, book: &JobBook)
             notes.push(format!("{name} jobs refused ({when}): {err}"));
         }
     }
+    let suspended = book.suspended();
+    if suspended > 0 {
+        notes.push(format!(
+            "{suspended} worker job(s) suspended by the scheduler: no capacity while they are; \
+             demand they held is planned elsewhere"
+        ));
+    }
     if book.lost_before_join > 0 {
         notes.push(format!(
             "{} worker job(s) ended before their node joined",

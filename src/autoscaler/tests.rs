@@ -442,3 +442,46 @@ async fn the_controller_publishes_outages_and_their_end() {
     assert!(outage.command.contains("cancel"), "{outage:?}");
     handle.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_suspended_job_is_no_capacity_and_its_demand_gets_a_new_node() {
+    let fake = Arc::new(FakeScheduler::new());
+    let ray = FakeRay::default();
+    let (mut r, metrics) = reconciler(&fake);
+    r.reconcile(&ray, &cluster(vec![head()], 2), T0).await;
+    fake.set_state("101", JobState::Running);
+    // Joined and idle: nothing pending, nothing to do.
+    let joined = cluster(vec![head(), worker("101", 1)], 0);
+    r.reconcile(&ray, &joined, T0 + 5 * SECOND).await;
+    assert_eq!(fake.calls("submit").len(), 1);
+    // The scheduler stops the job; Ray still lists its node as alive (no heartbeat missed
+    // yet) while two CPUs of demand wait.
+    fake.set_state("101", JobState::Suspended);
+    let mut stopped = worker("101", 0);
+    stopped.available_resources = [("CPU".to_string(), 2.0)].into();
+    let waiting = cluster(vec![head(), stopped], 2);
+    r.reconcile(&ray, &waiting, T0 + 10 * SECOND).await;
+    assert_eq!(
+        fake.calls("submit").len(),
+        2,
+        "the demand gets a node of its own, not the stopped one"
+    );
+    let status = r.status();
+    assert!(
+        status
+            .notes
+            .iter()
+            .any(|n| n.contains("1 worker job(s) suspended by the scheduler")),
+        "{status:?}"
+    );
+    assert_eq!(
+        status.worker_jobs,
+        ["101", "102"],
+        "the suspended job is kept"
+    );
+    assert!(
+        metrics
+            .render()
+            .contains("rayhpc_scheduler_jobs{cluster=\"c1\",state=\"suspended\"} 1\n")
+    );
+}

@@ -2,7 +2,10 @@
 //! many of each type, and which nodes may take work.
 //!
 //! A job is joined when some node that is not dead carries its id as `instance_id`, whatever
-//! the scheduler's (possibly older) phase says, so a node is never counted twice.
+//! the scheduler's (possibly older) phase says, so a node is never counted twice. A job the
+//! scheduler suspended is no capacity (Ray may still list its stopped node as alive for a
+//! while): demand its node held is planned elsewhere, while the job still counts against the
+//! limits.
 
 use std::collections::{HashMap, HashSet};
 
@@ -20,6 +23,8 @@ pub(super) enum Live {
     Joined,
     /// Started or joined, and its only Ray nodes are dead.
     NodeDead,
+    /// Stopped by the scheduler: counted against the limits, its node no capacity.
+    Suspended,
     Ended,
 }
 
@@ -115,7 +120,7 @@ impl<'a> Cluster<'a> {
             if let Some(t) = self.job_type(i) {
                 let counts = &mut self.per_type[t];
                 counts.active += 1;
-                if *l != Live::NodeDead {
+                if !matches!(l, Live::NodeDead | Live::Suspended) {
                     counts.alive += 1;
                 }
                 if matches!(l, Live::InFlight { .. }) {
@@ -129,19 +134,22 @@ impl<'a> Cluster<'a> {
     /// tried: the head, nodes of no live job, busy nodes, then idle nodes, the least idle
     /// first, so the most idle stay free to be handed back.
     fn alive_nodes(&self, nodes: &[ObservedNode]) -> Vec<usize> {
-        let ended: HashSet<&str> = self
-            .jobs
-            .iter()
-            .zip(&self.live)
-            .filter(|(_, l)| **l == Live::Ended)
-            .map(|(j, _)| j.job_id.as_str())
-            .collect();
+        let of_jobs = |state: Live| -> HashSet<&str> {
+            self.jobs
+                .iter()
+                .zip(&self.live)
+                .filter(|(_, l)| **l == state)
+                .map(|(j, _)| j.job_id.as_str())
+                .collect()
+        };
+        let (ended, suspended) = (of_jobs(Live::Ended), of_jobs(Live::Suspended));
         let mut alive: Vec<usize> = (0..nodes.len())
             .filter(|&i| {
                 let n = &nodes[i];
                 let gone = ended.contains(n.instance_id.as_str())
                     && !self.job_of.contains_key(n.instance_id.as_str());
-                matches!(n.status, NodeStatus::Running | NodeStatus::Idle) && !gone
+                let stopped = suspended.contains(n.instance_id.as_str());
+                matches!(n.status, NodeStatus::Running | NodeStatus::Idle) && !gone && !stopped
             })
             .collect();
         let class = |n: &ObservedNode| -> (u8, u64) {
@@ -185,8 +193,10 @@ fn live_jobs(jobs: &[WorkerJob], nodes: &[ObservedNode]) -> Vec<Live> {
     }
     jobs.iter()
         .map(|j| {
-            if j.phase == JobPhase::Ended {
-                return Live::Ended;
+            match j.phase {
+                JobPhase::Ended => return Live::Ended,
+                JobPhase::Suspended => return Live::Suspended,
+                _ => {}
             }
             match instance_nodes.get(j.job_id.as_str()) {
                 Some(InstanceNodes { alive: true, .. }) => Live::Joined,

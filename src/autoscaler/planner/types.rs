@@ -101,6 +101,9 @@ pub enum JobPhase {
     Running,
     /// Its Ray node is in the GCS.
     Joined,
+    /// Stopped by the scheduler (its processes are stopped): no capacity while it lasts, but
+    /// it still counts against the limits, since it may resume.
+    Suspended,
     /// Over (any way).
     Ended,
 }
