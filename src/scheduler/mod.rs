@@ -187,6 +187,9 @@ pub struct Setup {
     pub settings: Settings,
     /// Runs its commands; [`command::Process`] outside tests.
     pub runner: Arc<dyn Runner>,
+    /// This machine's hostname (empty when it cannot be read), for schedulers that name no
+    /// node in a task's environment: the adapter matches it against the allocation's hosts.
+    pub hostname: String,
 }
 
 impl Setup {
@@ -196,8 +199,17 @@ impl Setup {
             env: process_env(),
             settings,
             runner: Arc::new(command::Process { timeout }),
+            hostname: this_hostname(),
         }
     }
+}
+
+/// This machine's hostname, or empty when it cannot be read.
+pub fn this_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
 }
 
 /// One scheduler ray-hpc knows: how to recognise where it runs, its config section, and how to
@@ -367,7 +379,7 @@ mod tests {
             "local"
         );
         let err = choose("pbs", Place::InsideJob, &inside).unwrap_err();
-        assert!(err.to_string().contains("slurm, local"), "{err}");
+        assert!(err.to_string().contains(&names().join(", ")), "{err}");
     }
 
     #[test]

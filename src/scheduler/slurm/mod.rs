@@ -43,6 +43,9 @@ pub static SETTINGS: SettingsSchema = SettingsSchema {
             kind: SettingKind::TextList(render::directive_problem),
         },
     ],
+    example: "[slurm]\n\
+              srun_args = [\"--mpi=none\", \"--cpu-bind=none\"]\n\
+              extra_directives = [\"#SBATCH --account=proj1\", \"#SBATCH --qos=normal\"]\n",
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -360,6 +363,7 @@ mod tests {
             env,
             settings: Default::default(),
             runner: Arc::new(super::super::command::Recorded::default()),
+            hostname: String::new(),
         })
         .unwrap()
     }
@@ -539,6 +543,7 @@ mod tests {
             env: Env::new(),
             settings: c.scheduler_settings[NAME].clone(),
             runner: Arc::new(super::super::command::Recorded::default()),
+            hostname: String::new(),
         })
         .unwrap();
         assert_eq!(s.settings.srun_args, ["--mpi=none"]);
@@ -560,6 +565,7 @@ mod tests {
                 .collect(),
             settings,
             runner: Arc::new(super::super::command::Recorded::default()),
+            hostname: String::new(),
         })
         .unwrap();
         let cmd = s
