@@ -17,6 +17,7 @@ mod conformance;
 pub mod fake;
 pub mod job;
 pub mod local;
+pub mod lsf;
 pub mod settings;
 pub mod slurm;
 
@@ -235,7 +236,7 @@ impl std::fmt::Debug for Adapter {
 }
 
 /// Every scheduler, in the order `auto` tries them; local (this machine alone) comes last.
-pub const ADAPTERS: &[&Adapter] = &[&slurm::ADAPTER, &local::ADAPTER];
+pub const ADAPTERS: &[&Adapter] = &[&slurm::ADAPTER, &lsf::ADAPTER, &local::ADAPTER];
 
 /// The adapter named `name`.
 pub fn adapter(name: &str) -> Result<&'static Adapter, SchedulerError> {

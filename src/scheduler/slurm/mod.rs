@@ -508,7 +508,7 @@ mod tests {
                 "[[node_types]]\nname = \"a\"\ncpus = 1\nextra_directives = [\"--exclusive\"]",
                 "4:21",
                 ProblemKind::BadValue,
-                "node_types[0].extra_directives[0] = \"--exclusive\" is not a header line of any scheduler (slurm: must be one line starting with `#SBATCH `)",
+                "node_types[0].extra_directives[0] = \"--exclusive\" is not a header line of any scheduler (slurm: must be one line starting with `#SBATCH `",
             ),
             (
                 "scheduler = \"slurm\"\n[[node_types]]\nname = \"a\"\ncpus = 1\nextra_directives = [\"#BSUB -x\"]",
