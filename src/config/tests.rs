@@ -9,6 +9,20 @@ const THREE: &str = include_str!("../../tests/fixtures/config/three_mistakes.tom
 const SYNTAX: &str = include_str!("../../tests/fixtures/config/syntax_error.toml");
 const EMPTY: &str = include_str!("../../tests/fixtures/config/empty.toml");
 
+/// full.toml with every scheduler's section: the file's own, and for each scheduler it leaves
+/// out, the example its adapter declares (each adapter owns its section).
+fn full() -> String {
+    let file: toml::Table = toml::from_str(FULL).unwrap();
+    let mut text = FULL.to_string();
+    for schema in scheduler::ADAPTERS.iter().filter_map(|a| a.settings) {
+        if !file.contains_key(schema.section) {
+            text.push('\n');
+            text.push_str(schema.example);
+        }
+    }
+    text
+}
+
 fn fixture(name: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .join("tests/fixtures/config")
@@ -44,7 +58,7 @@ fn scheduler_section() -> &'static scheduler::SettingsSchema {
 
 /// The header line full.toml gives its first node type.
 fn full_toml_directive() -> String {
-    let file: toml::Table = toml::from_str(FULL).unwrap();
+    let file: toml::Table = toml::from_str(&full()).unwrap();
     file["node_types"][0]["extra_directives"][0]
         .as_str()
         .unwrap()
@@ -267,7 +281,7 @@ fn config_autoscaler_durations() {
 
 #[test]
 fn config_every_key_parses() {
-    let c = Config::parse(FULL, "full.toml").unwrap();
+    let c = Config::parse(&full(), "full.toml").unwrap();
     let expected = Config {
         scheduler: "local".into(),
         auth: AuthMode::None,
@@ -350,7 +364,7 @@ fn config_every_key_parses() {
         ],
     };
     // Each scheduler section in the file, kept as the adapter declared it.
-    let file: toml::Table = toml::from_str(FULL).unwrap();
+    let file: toml::Table = toml::from_str(&full()).unwrap();
     let sections: BTreeMap<String, scheduler::Settings> = scheduler::ADAPTERS
         .iter()
         .filter_map(|a| a.settings)
@@ -371,7 +385,8 @@ fn config_every_key_parses() {
 #[test]
 fn config_full_fixture_covers_every_key() {
     // Keeps the fixture (and with it the test above) in step with the schema.
-    let doc = toml::de::DeTable::parse(FULL).unwrap();
+    let full = full();
+    let doc = toml::de::DeTable::parse(&full).unwrap();
     for (section, keys) in parse::sections() {
         let tables = if section.is_empty() {
             vec![doc.get_ref()]
@@ -404,7 +419,10 @@ fn config_full_fixture_covers_every_key() {
 
 #[test]
 fn config_effective_toml_round_trips() {
-    for c in [Config::default(), Config::parse(FULL, "full.toml").unwrap()] {
+    for c in [
+        Config::default(),
+        Config::parse(&full(), "full.toml").unwrap(),
+    ] {
         let text = c.to_toml().unwrap();
         assert_eq!(Config::parse(&text, "rendered").unwrap(), c, "{text}");
     }

@@ -3,8 +3,10 @@
 //! Each adapter's top-level folder holds `fixtures/conformance.toml` (recorded environments and
 //! command outputs, and what the adapter must make of them): allocations and grants from
 //! recorded environments, node addresses, the fan-out command, rendered job scripts,
-//! submit/query/cancel on recorded outputs, refusals in the scheduler's own words, and garbage.
-//! The checks are the same for every adapter; a new scheduler passes by writing its table.
+//! submit/query (by ids and by name)/cancel on recorded outputs, refusals in the scheduler's own
+//! words, and garbage. The checks are the same for every adapter; a new scheduler passes by
+//! writing its table (cases may carry the adapter's config section as `settings`, and the
+//! machine's hostname as `env.host`).
 //! Local has no scheduler (and no folder): its own unit tests cover it.
 
 use std::collections::BTreeMap;
@@ -39,11 +41,14 @@ struct Cases {
     #[serde(default)]
     query: Vec<QueryCase>,
     #[serde(default)]
+    query_named: Vec<QueryNamedCase>,
+    #[serde(default)]
     cancel: Vec<CancelCase>,
 }
 
 /// An environment: a recorded file (`KEY=value` lines; `# --- rank N ---` lines separate the
-/// tasks of one file, `rank` picks one), or variables given inline.
+/// tasks of one file, `rank` picks one), or variables given inline. `{fixtures}` in a value
+/// stands for the fixtures folder (for variables that name a file, such as a host file).
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct EnvSource {
@@ -52,6 +57,9 @@ struct EnvSource {
     rank: usize,
     #[serde(default)]
     vars: BTreeMap<String, String>,
+    /// This machine's hostname as the task saw it (`Setup::hostname`); empty when not given.
+    #[serde(default)]
+    host: String,
 }
 
 #[derive(Debug, Deserialize)]
@@ -105,8 +113,11 @@ struct Recording {
 struct AddressesCase {
     name: String,
     env: EnvSource,
-    output: Recording,
+    /// The one command's answer; none for adapters that resolve names without a command
+    /// (which must then run none).
+    output: Option<Recording>,
     /// Words the command line must hold.
+    #[serde(default)]
     command_contains: Vec<String>,
     #[serde(default)]
     expect: BTreeMap<String, String>,
@@ -124,6 +135,13 @@ struct FanOutCase {
     program: Option<String>,
     #[serde(default)]
     args_contain: Vec<String>,
+    /// The command is `PROGRAM -c SCRIPT ...`: the agent's argv is in the script, quoted for a
+    /// POSIX shell (`shell_join`), rather than last on the command line.
+    #[serde(default)]
+    shell: bool,
+    /// Text the script must hold (with `shell`).
+    #[serde(default)]
+    script_contains: Vec<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -153,6 +171,8 @@ struct RenderCase {
 #[serde(deny_unknown_fields)]
 struct SubmitCase {
     name: String,
+    #[serde(default)]
+    settings: Settings,
     output: Recording,
     id: Option<String>,
     /// A refusal: the scheduler's own words, passed on.
@@ -164,9 +184,30 @@ struct SubmitCase {
 #[serde(deny_unknown_fields)]
 struct QueryCase {
     name: String,
+    #[serde(default)]
+    settings: Settings,
     ids: Vec<String>,
     /// One per command run.
     outputs: Vec<Recording>,
+    /// Words each command line must hold, by position (fewer entries than commands is fine).
+    #[serde(default)]
+    commands_contain: Vec<Vec<String>>,
+    #[serde(default)]
+    expect: Vec<JobExpected>,
+    error_contains: Option<String>,
+}
+
+/// `query_named`: this user's jobs of a name.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct QueryNamedCase {
+    name: String,
+    #[serde(default)]
+    settings: Settings,
+    job_name: String,
+    outputs: Vec<Recording>,
+    #[serde(default)]
+    commands_contain: Vec<Vec<String>>,
     #[serde(default)]
     expect: Vec<JobExpected>,
     error_contains: Option<String>,
@@ -179,12 +220,16 @@ struct JobExpected {
     /// Our state's words: `pending`, `running`, `suspended`, `completing`, or `ended (REASON)`.
     state: String,
     reason: Option<String>,
+    /// Checked when given.
+    time_left_s: Option<u64>,
 }
 
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct CancelCase {
     name: String,
+    #[serde(default)]
+    settings: Settings,
     ids: Vec<String>,
     outputs: Vec<Recording>,
     #[serde(default)]
@@ -221,6 +266,7 @@ fn read_fixture(dir: &Path, name: &str) -> String {
 }
 
 fn env_of(dir: &Path, src: &EnvSource) -> Env {
+    let fixtures = dir.display().to_string();
     let mut env = match &src.file {
         None => Env::new(),
         Some(file) => {
@@ -240,6 +286,9 @@ fn env_of(dir: &Path, src: &EnvSource) -> Env {
         }
     };
     env.extend(src.vars.clone());
+    for v in env.values_mut() {
+        *v = v.replace("{fixtures}", &fixtures);
+    }
     env
 }
 
@@ -268,11 +317,23 @@ fn open(
     settings: Settings,
     answers: Vec<Result<CommandOutput, CommandError>>,
 ) -> (Box<dyn Scheduler>, Arc<Recorded>) {
+    open_on(adapter, env, String::new(), settings, answers)
+}
+
+/// [`open`] on a machine of this hostname.
+fn open_on(
+    adapter: &Adapter,
+    env: Env,
+    hostname: String,
+    settings: Settings,
+    answers: Vec<Result<CommandOutput, CommandError>>,
+) -> (Box<dyn Scheduler>, Arc<Recorded>) {
     let runner = Arc::new(Recorded::new(answers));
     let s = (adapter.open)(Setup {
         env,
         settings,
         runner: runner.clone(),
+        hostname,
     })
     .unwrap_or_else(|e| panic!("{}: cannot open: {e}", adapter.name));
     (s, runner)
@@ -301,6 +362,23 @@ fn standard_request(without: &[String]) -> JobRequest {
     }
 }
 
+/// [`open`] on a case's environment and hostname.
+fn open_env(
+    adapter: &Adapter,
+    dir: &Path,
+    env: &EnvSource,
+    settings: Settings,
+    answers: Vec<Result<CommandOutput, CommandError>>,
+) -> (Box<dyn Scheduler>, Arc<Recorded>) {
+    open_on(
+        adapter,
+        env_of(dir, env),
+        env.host.clone(),
+        settings,
+        answers,
+    )
+}
+
 fn state_words(s: &JobState) -> String {
     s.to_string()
 }
@@ -320,7 +398,7 @@ fn check_error(case: &str, err: &SchedulerError, contains: &str) {
 
 fn allocations(adapter: &Adapter, dir: &Path, cases: &Cases) {
     for c in &cases.allocation {
-        let (s, _) = open(adapter, env_of(dir, &c.env), Settings::new(), vec![]);
+        let (s, _) = open_env(adapter, dir, &c.env, Settings::new(), vec![]);
         let a = s
             .allocation()
             .unwrap_or_else(|e| panic!("{}/{}: {e}", adapter.name, c.name));
@@ -353,7 +431,7 @@ fn allocations(adapter: &Adapter, dir: &Path, cases: &Cases) {
         assert_eq!(g.gpus, want, "{}: GPUs", c.name);
     }
     for c in &cases.allocation_error {
-        let (s, _) = open(adapter, env_of(dir, &c.env), Settings::new(), vec![]);
+        let (s, _) = open_env(adapter, dir, &c.env, Settings::new(), vec![]);
         let err = s
             .allocation()
             .and_then(|a| s.node_grant(&a).map(|_| a))
@@ -367,17 +445,21 @@ fn allocations(adapter: &Adapter, dir: &Path, cases: &Cases) {
 
 fn addresses(adapter: &Adapter, dir: &Path, cases: &Cases) {
     for c in &cases.addresses {
-        let (s, runner) = open(
-            adapter,
-            env_of(dir, &c.env),
-            Settings::new(),
-            vec![answer(dir, &c.output)],
-        );
+        let answers = c.output.iter().map(|o| answer(dir, o)).collect();
+        let (s, runner) = open_env(adapter, dir, &c.env, Settings::new(), answers);
         let a = s.allocation().expect("the case's allocation");
         let got = block_on(s.host_addresses(&a));
-        let call = runner.calls().remove(0).to_string();
-        for word in &c.command_contains {
-            assert!(call.contains(word), "{}: `{call}` lacks {word}", c.name);
+        let calls = runner.calls();
+        assert_eq!(
+            calls.len(),
+            c.output.iter().count(),
+            "{}: commands run",
+            c.name
+        );
+        if let Some(call) = calls.first().map(|c| c.to_string()) {
+            for word in &c.command_contains {
+                assert!(call.contains(word), "{}: `{call}` lacks {word}", c.name);
+            }
         }
         match (&c.error_contains, got) {
             (Some(want), Err(e)) => check_error(&c.name, &e, want),
@@ -393,7 +475,7 @@ fn addresses(adapter: &Adapter, dir: &Path, cases: &Cases) {
 
 fn fan_outs(adapter: &Adapter, dir: &Path, cases: &Cases) {
     for c in &cases.fan_out {
-        let (s, _) = open(adapter, env_of(dir, &c.env), c.settings.clone(), vec![]);
+        let (s, _) = open_env(adapter, dir, &c.env, c.settings.clone(), vec![]);
         let a = s.allocation().expect("the case's allocation");
         let argv = ["/opt/ray-hpc".into(), "agent".into()];
         let cmd = s.fan_out(&a, &argv).expect("a fan-out or none");
@@ -408,13 +490,28 @@ fn fan_outs(adapter: &Adapter, dir: &Path, cases: &Cases) {
                 for want in &c.args_contain {
                     assert!(args.contains(want), "{}: {args:?} lacks {want}", c.name);
                 }
-                // The agent's own argv comes last, whole: the fan-out adds nothing after it.
-                assert_eq!(
-                    args[args.len() - 2..],
-                    ["/opt/ray-hpc", "agent"],
-                    "{}",
-                    c.name
-                );
+                if c.shell {
+                    // The agent's argv is in the script, every word quoted for the shell.
+                    assert_eq!(args.first().map(String::as_str), Some("-c"), "{}", c.name);
+                    let script = &args[1];
+                    let quoted = super::shell_join(&["/opt/ray-hpc", "agent"]);
+                    assert!(script.contains(&quoted), "{}: {script:?}", c.name);
+                    for want in &c.script_contains {
+                        assert!(
+                            script.contains(want),
+                            "{}: {script:?} lacks {want:?}",
+                            c.name
+                        );
+                    }
+                } else {
+                    // The agent's own argv comes last, whole: the fan-out adds nothing after it.
+                    assert_eq!(
+                        args[args.len() - 2..],
+                        ["/opt/ray-hpc", "agent"],
+                        "{}",
+                        c.name
+                    );
+                }
             }
             (want, got) => panic!("{}: wanted {want:?}, got {got:?}", c.name),
         }
@@ -469,7 +566,7 @@ fn submits(adapter: &Adapter, dir: &Path, cases: &Cases) {
         let (s, runner) = open(
             adapter,
             Env::new(),
-            Settings::new(),
+            c.settings.clone(),
             vec![answer(dir, &c.output)],
         );
         let req = standard_request(&[]);
@@ -493,37 +590,64 @@ fn submits(adapter: &Adapter, dir: &Path, cases: &Cases) {
 fn queries(adapter: &Adapter, dir: &Path, cases: &Cases) {
     for c in &cases.query {
         let answers = c.outputs.iter().map(|r| answer(dir, r)).collect();
-        let (s, runner) = open(adapter, Env::new(), Settings::new(), answers);
+        let (s, runner) = open(adapter, Env::new(), c.settings.clone(), answers);
         let got = block_on(s.query(&c.ids));
-        assert_eq!(
-            runner.calls().len(),
-            c.outputs.len(),
-            "{}: commands run",
-            c.name
-        );
-        match (&c.error_contains, got) {
-            (Some(want), Err(e)) => check_error(&c.name, &e, want),
-            (None, Ok(jobs)) => {
-                let got: Vec<(String, String, Option<String>)> = jobs
-                    .iter()
-                    .map(|j| (j.id.clone(), state_words(&j.state), j.reason.clone()))
-                    .collect();
-                let want: Vec<(String, String, Option<String>)> = c
-                    .expect
-                    .iter()
-                    .map(|j| (j.id.clone(), j.state.clone(), j.reason.clone()))
-                    .collect();
-                assert_eq!(got, want, "{}", c.name);
-            }
-            (want, got) => panic!("{}: wanted error {want:?}, got {got:?}", c.name),
+        check_commands(&c.name, &runner, c.outputs.len(), &c.commands_contain);
+        check_jobs(&c.name, got, &c.error_contains, &c.expect);
+    }
+    for c in &cases.query_named {
+        let answers = c.outputs.iter().map(|r| answer(dir, r)).collect();
+        let (s, runner) = open(adapter, Env::new(), c.settings.clone(), answers);
+        let got = block_on(s.query_named(&c.job_name));
+        check_commands(&c.name, &runner, c.outputs.len(), &c.commands_contain);
+        check_jobs(&c.name, got, &c.error_contains, &c.expect);
+    }
+}
+
+/// As many commands as recorded answers, each holding its words.
+fn check_commands(case: &str, runner: &Recorded, count: usize, words: &[Vec<String>]) {
+    let calls = runner.calls();
+    assert_eq!(calls.len(), count, "{case}: commands run");
+    for (call, words) in calls.iter().zip(words) {
+        let line = call.to_string();
+        for w in words {
+            assert!(line.contains(w.as_str()), "{case}: `{line}` lacks {w:?}");
         }
+    }
+}
+
+fn check_jobs(
+    case: &str,
+    got: Result<Vec<super::JobInfo>, SchedulerError>,
+    error: &Option<String>,
+    expect: &[JobExpected],
+) {
+    match (error, got) {
+        (Some(want), Err(e)) => check_error(case, &e, want),
+        (None, Ok(jobs)) => {
+            let got: Vec<(String, String, Option<String>)> = jobs
+                .iter()
+                .map(|j| (j.id.clone(), state_words(&j.state), j.reason.clone()))
+                .collect();
+            let want: Vec<(String, String, Option<String>)> = expect
+                .iter()
+                .map(|j| (j.id.clone(), j.state.clone(), j.reason.clone()))
+                .collect();
+            assert_eq!(got, want, "{case}");
+            for (j, w) in jobs.iter().zip(expect) {
+                if let Some(left) = w.time_left_s {
+                    assert_eq!(j.time_left_s, Some(left), "{case}: time left of {}", j.id);
+                }
+            }
+        }
+        (want, got) => panic!("{case}: wanted error {want:?}, got {got:?}"),
     }
 }
 
 fn cancels(adapter: &Adapter, dir: &Path, cases: &Cases) {
     for c in &cases.cancel {
         let answers = c.outputs.iter().map(|r| answer(dir, r)).collect();
-        let (s, runner) = open(adapter, Env::new(), Settings::new(), answers);
+        let (s, runner) = open(adapter, Env::new(), c.settings.clone(), answers);
         let got = block_on(s.cancel(&c.ids));
         assert_eq!(runner.calls().len(), c.outputs.len(), "{}", c.name);
         match (c.ok, &c.error_contains, got) {

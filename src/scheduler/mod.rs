@@ -17,6 +17,7 @@ mod conformance;
 pub mod fake;
 pub mod job;
 pub mod local;
+pub mod lsf;
 pub mod settings;
 pub mod slurm;
 
@@ -187,6 +188,9 @@ pub struct Setup {
     pub settings: Settings,
     /// Runs its commands; [`command::Process`] outside tests.
     pub runner: Arc<dyn Runner>,
+    /// This machine's hostname (empty when it cannot be read), for schedulers that name no
+    /// node in a task's environment: the adapter matches it against the allocation's hosts.
+    pub hostname: String,
 }
 
 impl Setup {
@@ -196,8 +200,17 @@ impl Setup {
             env: process_env(),
             settings,
             runner: Arc::new(command::Process { timeout }),
+            hostname: this_hostname(),
         }
     }
+}
+
+/// This machine's hostname, or empty when it cannot be read.
+pub fn this_hostname() -> String {
+    nix::unistd::gethostname()
+        .ok()
+        .and_then(|h| h.into_string().ok())
+        .unwrap_or_default()
 }
 
 /// One scheduler ray-hpc knows: how to recognise where it runs, its config section, and how to
@@ -223,7 +236,7 @@ impl std::fmt::Debug for Adapter {
 }
 
 /// Every scheduler, in the order `auto` tries them; local (this machine alone) comes last.
-pub const ADAPTERS: &[&Adapter] = &[&slurm::ADAPTER, &local::ADAPTER];
+pub const ADAPTERS: &[&Adapter] = &[&slurm::ADAPTER, &lsf::ADAPTER, &local::ADAPTER];
 
 /// The adapter named `name`.
 pub fn adapter(name: &str) -> Result<&'static Adapter, SchedulerError> {
@@ -367,7 +380,7 @@ mod tests {
             "local"
         );
         let err = choose("pbs", Place::InsideJob, &inside).unwrap_err();
-        assert!(err.to_string().contains("slurm, local"), "{err}");
+        assert!(err.to_string().contains(&names().join(", ")), "{err}");
     }
 
     #[test]

@@ -24,6 +24,9 @@ pub struct SettingKey {
 pub struct SettingsSchema {
     pub section: &'static str,
     pub keys: &'static [SettingKey],
+    /// The section as TOML with every key set: the config tests parse it (each adapter owns
+    /// its own), and it shows users what the section looks like.
+    pub example: &'static str,
 }
 
 impl SettingsSchema {

@@ -43,6 +43,9 @@ pub static SETTINGS: SettingsSchema = SettingsSchema {
             kind: SettingKind::TextList(render::directive_problem),
         },
     ],
+    example: "[slurm]\n\
+              srun_args = [\"--mpi=none\", \"--cpu-bind=none\"]\n\
+              extra_directives = [\"#SBATCH --account=proj1\", \"#SBATCH --qos=normal\"]\n",
 };
 
 #[derive(Debug, Default, Deserialize)]
@@ -360,6 +363,7 @@ mod tests {
             env,
             settings: Default::default(),
             runner: Arc::new(super::super::command::Recorded::default()),
+            hostname: String::new(),
         })
         .unwrap()
     }
@@ -504,7 +508,7 @@ mod tests {
                 "[[node_types]]\nname = \"a\"\ncpus = 1\nextra_directives = [\"--exclusive\"]",
                 "4:21",
                 ProblemKind::BadValue,
-                "node_types[0].extra_directives[0] = \"--exclusive\" is not a header line of any scheduler (slurm: must be one line starting with `#SBATCH `)",
+                "node_types[0].extra_directives[0] = \"--exclusive\" is not a header line of any scheduler (slurm: must be one line starting with `#SBATCH `",
             ),
             (
                 "scheduler = \"slurm\"\n[[node_types]]\nname = \"a\"\ncpus = 1\nextra_directives = [\"#BSUB -x\"]",
@@ -539,6 +543,7 @@ mod tests {
             env: Env::new(),
             settings: c.scheduler_settings[NAME].clone(),
             runner: Arc::new(super::super::command::Recorded::default()),
+            hostname: String::new(),
         })
         .unwrap();
         assert_eq!(s.settings.srun_args, ["--mpi=none"]);
@@ -560,6 +565,7 @@ mod tests {
                 .collect(),
             settings,
             runner: Arc::new(super::super::command::Recorded::default()),
+            hostname: String::new(),
         })
         .unwrap();
         let cmd = s
