@@ -373,3 +373,48 @@ pub fn ray_hpc_processes(home: &TestHome, sub: &str) -> Vec<i32> {
         })
         .collect()
 }
+
+/// The LSF stand-in's bin directories (lsf/testbed/up: LSF's commands on the Slurm test bed;
+/// not IBM LSF).
+pub struct LsfStandin {
+    /// LSF 10.1-like: blaunch, bjobs -o/-json, a host file.
+    pub bin: PathBuf,
+    /// OpenLava-like: no blaunch, bjobs without -o/-json, no host file.
+    pub openlava: PathBuf,
+}
+
+impl LsfStandin {
+    /// PATH with `bin` first, then the test PATH (ray-hpc, the venv).
+    pub fn path(bin: &Path) -> String {
+        format!("{}:{}", bin.display(), test_path())
+    }
+}
+
+/// Installs the LSF stand-in (idempotent; it needs root and the Slurm test bed). None, said on
+/// stderr, where there is no test bed or no root, unless the run requires it (RAY_HPC_E2E=1).
+pub fn lsf_standin() -> Option<LsfStandin> {
+    if !slurm_testbed() {
+        return None;
+    }
+    let root = nix::unistd::Uid::effective().is_root();
+    assert!(
+        root || !e2e_required(),
+        "RAY_HPC_E2E=1 but not root: lsf/testbed/up needs root (UTS namespaces, /etc/hosts)"
+    );
+    if !root {
+        eprintln!("SKIPPED: the LSF stand-in needs root");
+        return None;
+    }
+    let out = Command::new(repo().join("lsf/testbed/up"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "lsf/testbed/up: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let bin = PathBuf::from(stdout.lines().last().unwrap_or_default().trim());
+    assert!(
+        bin.join("bsub").exists(),
+        "lsf/testbed/up printed {stdout:?}"
+    );
+    let openlava = bin.with_file_name("bin-openlava");
+    Some(LsfStandin { bin, openlava })
+}

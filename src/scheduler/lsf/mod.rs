@@ -428,14 +428,25 @@ async fn resolve_named(name: String) -> (String, Option<IpAddr>) {
 /// `lsrun -m HOST` each, in the background, then waits for all of them and exits with the
 /// last failure's status. A SIGTERM (how a supervisor stops the fan-out) is passed on to every
 /// lsrun, which passes it on to its remote task, and the shell waits for them to end.
+///
+/// A signal during start-up stops the loop and is passed on once every pid is known. It goes
+/// out twice, a second apart: an lsrun still between fork and exec loses the first one (the
+/// shell's own handler catches it there, then exec forgets it).
 fn lsrun_script(argv: &[String]) -> String {
     format!(
-        "rc=0; pids=''\n\
-         trap 'kill -TERM $pids 2>/dev/null' TERM INT HUP\n\
+        "rc=0; pids=''; stop=''\n\
+         pass_on() {{\n\
+         \x20 kill -TERM $pids 2>/dev/null\n\
+         \x20 (sleep 1; kill -TERM $pids 2>/dev/null) &\n\
+         }}\n\
+         trap 'stop=1' TERM INT HUP\n\
          for host in \"$@\"; do\n\
+         \x20 [ -n \"$stop\" ] && break\n\
          \x20 lsrun -m \"$host\" {} &\n\
          \x20 pids=\"$pids $!\"\n\
          done\n\
+         trap pass_on TERM INT HUP\n\
+         [ -n \"$stop\" ] && pass_on\n\
          for pid in $pids; do wait \"$pid\" || rc=$?; done\n\
          wait\n\
          exit \"$rc\"\n",

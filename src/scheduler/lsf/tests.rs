@@ -234,12 +234,13 @@ fn auto_launcher_follows_path() {
     assert_eq!(program(&[("PATH", &dir)]).unwrap(), "blaunch");
 }
 
-/// Writes an executable script that records its arguments, one per line, to `log`.
+/// Writes an executable script that records its arguments, one per line, to `log.<its pid>`
+/// (a file per call: calls running at once must not interleave their lines).
 fn recorder(dir: &Path, name: &str, log: &Path) {
     use std::os::unix::fs::PermissionsExt;
     let path = dir.join(name);
     let script = format!(
-        "#!/bin/sh\n{{ echo \"--- $#\"; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; }} >> {}\n",
+        "#!/bin/sh\n{{ echo \"--- $#\"; for a in \"$@\"; do printf '%s\\n' \"$a\"; done; }} > {}.$$\n",
         log.display()
     );
     std::fs::write(&path, script).unwrap();
@@ -248,7 +249,13 @@ fn recorder(dir: &Path, name: &str, log: &Path) {
 
 /// The calls a recorder logged, each as its argument list.
 fn recorded_calls(log: &Path) -> Vec<Vec<String>> {
-    let text = std::fs::read_to_string(log).unwrap_or_default();
+    let prefix = format!("{}.", log.file_name().unwrap().to_string_lossy());
+    let mut text = String::new();
+    for entry in std::fs::read_dir(log.parent().unwrap()).unwrap().flatten() {
+        if entry.file_name().to_string_lossy().starts_with(&prefix) {
+            text += &std::fs::read_to_string(entry.path()).unwrap();
+        }
+    }
     let mut calls: Vec<Vec<String>> = Vec::new();
     for line in text.lines() {
         if line.starts_with("--- ") {
@@ -537,4 +544,68 @@ fn stopping_the_lsrun_fan_out_passes_sigterm_to_every_lsrun() {
         text.contains("term h2") && text.contains("term h3"),
         "{text}"
     );
+}
+
+#[test]
+fn a_sigterm_while_lsruns_are_still_starting_reaches_every_one_started() {
+    use std::os::unix::fs::PermissionsExt;
+    let tmp = tempfile::tempdir().unwrap();
+    let log = tmp.path().join("log");
+    let lsrun = tmp.path().join("lsrun");
+    // The first lsrun stops the fan-out itself, while the shell is still starting the others.
+    std::fs::write(
+        &lsrun,
+        format!(
+            "#!/bin/sh\nlog={}\ntrap 'echo \"term $2\" >> $log; exit 0' TERM\n\
+             echo \"start $2 $$\" >> $log\n[ \"$2\" = h2 ] && kill -TERM $PPID\n\
+             while :; do sleep 0.05; done\n",
+            log.display()
+        ),
+    )
+    .unwrap();
+    std::fs::set_permissions(&lsrun, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let hosts: Vec<String> = (1..=40).map(|i| format!("h{i}")).collect();
+    let names: Vec<&str> = hosts.iter().map(String::as_str).collect();
+    let s = lsf_with("h1", &[], settings("launcher = \"lsrun\""), vec![]);
+    let mut cmd = s
+        .fan_out(&alloc_of(&names), &["agent".into()])
+        .unwrap()
+        .unwrap();
+    let path = format!(
+        "{}:{}",
+        tmp.path().display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let mut child = cmd.env("PATH", path).spawn().unwrap();
+    let lines = || std::fs::read_to_string(&log).unwrap_or_default();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ended = loop {
+        if child.try_wait().unwrap().is_some() {
+            break true;
+        }
+        if std::time::Instant::now() >= deadline {
+            break false;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    };
+    // Nothing of this test may outlive it, whatever happened.
+    for line in lines().lines().filter(|l| l.starts_with("start ")) {
+        if let Some(pid) = line.split(' ').nth(2).and_then(|p| p.parse().ok()) {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid),
+                nix::sys::signal::Signal::SIGKILL,
+            );
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    let text = lines();
+    assert!(ended, "the fan-out shell still waits for an lsrun: {text}");
+    for line in text.lines().filter(|l| l.starts_with("start ")) {
+        let host = line.split(' ').nth(1).unwrap();
+        assert!(
+            text.contains(&format!("term {host}\n")),
+            "{host} never got the SIGTERM: {text}"
+        );
+    }
 }
