@@ -1,5 +1,7 @@
 //! The signals that end a cluster: Ctrl-C, a scheduler's cancel (SIGTERM), a lost terminal
-//! (SIGHUP), and the scheduler's walltime warning (SIGUSR1, which the job templates ask for).
+//! (SIGHUP), and the scheduler's walltime warning, which the job templates ask for: SIGUSR1
+//! where the scheduler signals only the batch shell, SIGURG where it signals every process of
+//! the job (Ray's processes ignore SIGURG; SIGUSR1 would end them at once).
 
 use tokio::signal::unix::{Signal, SignalKind, signal};
 
@@ -14,6 +16,7 @@ impl Signals {
             (libc::SIGTERM, SignalKind::terminate()),
             (libc::SIGHUP, SignalKind::hangup()),
             (libc::SIGUSR1, SignalKind::user_defined1()),
+            (libc::SIGURG, SignalKind::from_raw(libc::SIGURG)),
         ];
         let mut streams = Vec::new();
         for (num, kind) in kinds {

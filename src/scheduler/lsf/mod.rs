@@ -65,11 +65,19 @@ pub static SETTINGS: SettingsSchema = SettingsSchema {
             name: "bjobs_format",
             kind: SettingKind::Text(bjobs_format_problem),
         },
+        // The signal of the walltime warning (`#BSUB -wa SIG -wt 2`): "URG" (default; Ray's
+        // processes ignore it, ray-hpc's agents take it as the warning), "USR1", or "none"
+        // for schedulers without -wa (the OpenLava family).
+        SettingKey {
+            name: "warning_signal",
+            kind: SettingKind::Text(warning_signal_problem),
+        },
     ],
     example: "[lsf]\n\
               extra_directives = [\"#BSUB -x\", \"#BSUB -app ray\"]\n\
               launcher = \"lsrun\"\n\
-              bjobs_format = \"table\"\n",
+              bjobs_format = \"table\"\n\
+              warning_signal = \"none\"\n",
 };
 
 fn one_of(value: &str, allowed: &[&str]) -> Option<String> {
@@ -78,6 +86,10 @@ fn one_of(value: &str, allowed: &[&str]) -> Option<String> {
 
 fn launcher_problem(value: &str) -> Option<String> {
     one_of(value, &["auto", "blaunch", "lsrun"])
+}
+
+fn warning_signal_problem(value: &str) -> Option<String> {
+    one_of(value, &["URG", "USR1", "none"])
 }
 
 fn bjobs_format_problem(value: &str) -> Option<String> {
@@ -108,7 +120,7 @@ enum BjobsFormat {
     Table,
 }
 
-#[derive(Debug, Default, Deserialize)]
+#[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct LsfSettings {
     #[serde(default)]
@@ -117,6 +129,30 @@ struct LsfSettings {
     launcher: Launcher,
     #[serde(default)]
     bjobs_format: BjobsFormat,
+    #[serde(default = "default_warning_signal")]
+    warning_signal: String,
+}
+
+fn default_warning_signal() -> String {
+    "URG".into()
+}
+
+impl Default for LsfSettings {
+    fn default() -> Self {
+        LsfSettings {
+            extra_directives: vec![],
+            launcher: Launcher::default(),
+            bjobs_format: BjobsFormat::default(),
+            warning_signal: default_warning_signal(),
+        }
+    }
+}
+
+impl LsfSettings {
+    /// The walltime warning's signal; None when the section says "none".
+    fn warning(&self) -> Option<&str> {
+        (self.warning_signal != "none").then_some(self.warning_signal.as_str())
+    }
 }
 
 pub static ADAPTER: Adapter = Adapter {
@@ -603,7 +639,7 @@ impl Scheduler for Lsf {
             .chain(&req.directives)
             .cloned()
             .collect();
-        render::render(&req)
+        render::render(&req, self.settings.warning())
     }
 
     async fn submit(&self, script: &str, _req: &JobRequest) -> Result<String, SchedulerError> {

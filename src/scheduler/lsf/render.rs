@@ -81,8 +81,23 @@ fn resource_requirement(req: &JobRequest) -> Result<String, SchedulerError> {
     Ok(sections.join(" "))
 }
 
-/// Renders `req` into the template. `req.directives` are the user's own lines, in order.
-pub fn render(req: &JobRequest) -> Result<String, SchedulerError> {
+/// The walltime warning: LSF sends `signal` to every process of the job 2 minutes before its
+/// run limit, so it must be one that Ray's processes ignore (SIGURG: ignored unless handled)
+/// and ray-hpc's agents take as the warning. None leaves it out (OpenLava-family schedulers
+/// have no `-wa`).
+fn warning_lines(signal: Option<&str>) -> String {
+    match signal {
+        Some(sig) => format!(
+            "# ray-hpc stops the cluster cleanly on this warning, 2 minutes before the run limit.\n\
+             #BSUB -wa {sig} -wt 2\n"
+        ),
+        None => String::new(),
+    }
+}
+
+/// Renders `req` into the template. `req.directives` are the user's own lines, in order;
+/// `warning` the walltime warning's signal, if any.
+pub fn render(req: &JobRequest, warning: Option<&str>) -> Result<String, SchedulerError> {
     if let Some((line, why)) = req
         .directives
         .iter()
@@ -127,6 +142,7 @@ pub fn render(req: &JobRequest) -> Result<String, SchedulerError> {
     Ok(TEMPLATE
         .replace("@NAME@", &name)
         .replace("@SLOTS@", &slots.to_string())
+        .replace("@WARNING@\n", &warning_lines(warning))
         .replace("@OUTPUT@", &output)
         .replace("@DIRECTIVES@\n", &lines(&directives))
         .replace("@ENV@\n", &lines(&export_lines(&req.env)))
@@ -168,13 +184,13 @@ mod tests {
 
     #[test]
     fn a_bare_request_gets_one_slot_per_host() {
-        let script = render(&request()).unwrap();
+        let script = render(&request(), Some("URG")).unwrap();
         for line in [
             "#BSUB -J rh-c1",
             "#BSUB -n 3",
             "#BSUB -R \"span[ptile=1]\"",
             "#BSUB -o /h/out-%J.log",
-            "#BSUB -wa USR1 -wt 2",
+            "#BSUB -wa URG -wt 2",
             "exec /bin/ray-hpc run --name c1",
         ] {
             assert!(script.lines().any(|l| l == line), "{line:?} in\n{script}");
@@ -199,12 +215,12 @@ mod tests {
         for (change, word) in cases {
             let mut req = request();
             change(&mut req);
-            let err = render(&req).unwrap_err().to_string();
+            let err = render(&req, Some("URG")).unwrap_err().to_string();
             assert!(err.contains(word), "{word}: {err}");
         }
         let mut req = request();
         req.qos = Some("high".into());
-        let err = render(&req).unwrap_err().to_string();
+        let err = render(&req, Some("URG")).unwrap_err().to_string();
         assert!(err.contains("extra_directives"), "{err}");
     }
 
@@ -212,7 +228,7 @@ mod tests {
     fn paths_with_spaces_are_quoted() {
         let mut req = request();
         req.output = OutputPath("/h/my dir/{job_id}.out".into());
-        let script = render(&req).unwrap();
+        let script = render(&req, None).unwrap();
         assert!(
             script.contains("#BSUB -o \"/h/my dir/%J.out\"\n"),
             "{script}"
