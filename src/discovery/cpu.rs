@@ -13,6 +13,9 @@ const MAX_CPU_ID: u32 = 65_535;
 pub struct CpuLimits {
     /// CPUs the scheduler granted this node.
     pub grant: Option<u32>,
+    /// CPUs in the scheduler's list of CPU ids for this node's task, when it gives one.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub grant_cpu_list: Option<u32>,
     /// CPUs in this process's affinity mask (sched_getaffinity).
     pub affinity: u32,
     /// CPUs in this process's cgroup cpuset (v2 cpuset.cpus.effective, v1 cpuset).
@@ -290,26 +293,42 @@ pub(crate) fn cgroup_quota(cg: &Cgroups) -> Result<Option<u32>, DiscoveryError> 
 /// The final count and ids: min(grant, quota, |affinity ∩ cpuset|), at least 1; the ids are the
 /// first `count` of affinity ∩ cpuset (affinity alone if they do not meet, which only a cgroup
 /// read from the wrong namespace can cause).
+/// What the scheduler granted of CPUs: a count, and perhaps the very CPU ids.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Granted<'a> {
+    pub count: Option<u32>,
+    pub ids: Option<&'a [u32]>,
+}
+
 pub fn decide(
-    grant: Option<u32>,
+    granted: Granted<'_>,
     affinity: &[u32],
     cpuset: Option<Vec<u32>>,
     quota: Option<u32>,
 ) -> (u32, Vec<u32>, CpuLimits) {
+    let grant = granted.count;
     let mut affinity = affinity.to_vec();
     affinity.sort_unstable();
     affinity.dedup();
-    let mut usable: Vec<u32> = match &cpuset {
-        Some(set) => affinity
-            .iter()
-            .copied()
-            .filter(|id| set.contains(id))
-            .collect(),
-        None => affinity.clone(),
+    let within = |ids: &[u32], set: Option<&[u32]>| -> Vec<u32> {
+        match set {
+            Some(set) => ids.iter().copied().filter(|id| set.contains(id)).collect(),
+            None => ids.to_vec(),
+        }
     };
+    // The mask, narrowed by the cgroup cpuset and the scheduler's CPU list; a narrowing that
+    // leaves nothing is taken for a view from elsewhere (another cgroup, another numbering).
+    let mut usable = within(&affinity, cpuset.as_deref());
     if usable.is_empty() {
         usable = affinity.clone();
     }
+    let listed = within(&usable, granted.ids);
+    if !listed.is_empty() {
+        usable = listed;
+    }
+    let grant_cpu_list = granted
+        .ids
+        .map(|ids| u32::try_from(ids.len()).unwrap_or(u32::MAX));
     let count_of = |v: &[u32]| u32::try_from(v.len()).unwrap_or(u32::MAX);
     let affinity_count = count_of(&affinity);
     let cpuset_count = cpuset.as_deref().map(count_of);
@@ -321,7 +340,7 @@ pub fn decide(
         .min()
         .unwrap_or(mask)
         .max(1);
-    let limited_by = if grant == Some(cpus) {
+    let limited_by = if grant == Some(cpus) || grant_cpu_list == Some(cpus) {
         CpuLimit::Grant
     } else if quota == Some(cpus) {
         CpuLimit::CgroupQuota
@@ -339,10 +358,38 @@ pub fn decide(
         usable,
         CpuLimits {
             grant,
+            grant_cpu_list,
             affinity: affinity_count,
             cgroup_cpuset: cpuset_count,
             cgroup_quota: quota,
             limited_by,
         },
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_granted_cpu_list_narrows_the_mask() {
+        let affinity: Vec<u32> = (0..8).collect();
+        let list = [2, 3, 9];
+        let granted = Granted {
+            count: None,
+            ids: Some(&list),
+        };
+        let (cpus, ids, limits) = decide(granted, &affinity, None, None);
+        assert_eq!((cpus, ids), (2, vec![2, 3]), "CPU 9 is not this process's");
+        assert_eq!(limits.grant_cpu_list, Some(3));
+        // A list that shares nothing with the mask (another numbering) leaves the mask.
+        let elsewhere = [40, 41];
+        let granted = Granted {
+            count: Some(4),
+            ids: Some(&elsewhere),
+        };
+        let (cpus, ids, limits) = decide(granted, &affinity, None, None);
+        assert_eq!((cpus, ids), (4, vec![0, 1, 2, 3]));
+        assert_eq!(limits.limited_by, CpuLimit::Grant);
+    }
 }

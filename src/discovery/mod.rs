@@ -32,6 +32,8 @@ pub use topology::TopologyCounts;
 #[derive(Debug, Clone, Default)]
 pub struct NodeGrant {
     pub cpus: Option<u32>,
+    /// The CPU ids the scheduler bound this node's task to, when it says (a per-task CPU list).
+    pub cpu_ids: Option<Vec<u32>>,
     pub memory_bytes: Option<u64>,
     pub gpus: GpuGrant,
 }
@@ -249,7 +251,15 @@ pub fn discover_with(
     let affinity = sys.affinity()?;
     let cpuset = cpu::cgroup_cpuset(&cgroups)?;
     let quota = cpu::cgroup_quota(&cgroups)?;
-    let (cpus, cpu_ids, cpu_limits) = cpu::decide(grant.cpus, &affinity, cpuset, quota);
+    let (cpus, cpu_ids, cpu_limits) = cpu::decide(
+        cpu::Granted {
+            count: grant.cpus,
+            ids: grant.cpu_ids.as_deref(),
+        },
+        &affinity,
+        cpuset,
+        quota,
+    );
 
     let physical = memory::physical_memory(paths)?;
     let cgroup_memory = memory::cgroup_memory_limit(&cgroups)?;

@@ -72,6 +72,8 @@ struct AllocationCase {
     this_node: String,
     host_cpus: Option<Vec<u32>>,
     grant_cpus: Option<u32>,
+    /// The CPU ids granted, when the scheduler lists them; None: it does not.
+    grant_cpu_ids: Option<Vec<u32>>,
     grant_memory_mb: Option<u64>,
     /// "none", "unknown", or the granted ids.
     grant_gpus: GpusExpected,
@@ -416,6 +418,7 @@ fn allocations(adapter: &Adapter, dir: &Path, cases: &Cases) {
             .node_grant(&a)
             .unwrap_or_else(|e| panic!("{}/{}: {e}", adapter.name, c.name));
         assert_eq!(g.cpus, c.grant_cpus, "{}: CPUs", c.name);
+        assert_eq!(g.cpu_ids, c.grant_cpu_ids, "{}: CPU ids", c.name);
         assert_eq!(
             g.memory_bytes,
             c.grant_memory_mb.map(|mb| mb * 1024 * 1024),

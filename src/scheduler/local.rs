@@ -83,6 +83,7 @@ impl Scheduler for Local {
         // No scheduler grant: affinity, cgroups and the machine itself set the limits.
         Ok(NodeGrant {
             cpus: None,
+            cpu_ids: None,
             memory_bytes: None,
             gpus: GpuGrant::Unknown,
         })

@@ -20,9 +20,9 @@ use futures_util::StreamExt;
 use serde::Deserialize;
 
 use self::parse::{
-    BJOBS_FIELDS, bkill_says_gone, is_job_id, parse_bjobs_json, parse_bjobs_table, parse_bsub_id,
-    parse_hostfile, parse_mcpu_hosts, parse_slot_list, says_not_found, says_unknown_option,
-    shorten,
+    BJOBS_FIELDS, bkill_says_gone, is_job_id, parse_affinity_hostfile, parse_bjobs_json,
+    parse_bjobs_table, parse_bsub_id, parse_hostfile, parse_mcpu_hosts, parse_slot_list,
+    says_not_found, says_unknown_option, shorten,
 };
 use super::command::{CommandError, CommandOutput, CommandSpec, DEFAULT_TIMEOUT, batches};
 use super::settings::{self, SettingKey, SettingKind, SettingsSchema};
@@ -38,6 +38,8 @@ pub const NAME: &str = "lsf";
 const HOSTFILE_VAR: &str = "LSB_DJOB_HOSTFILE";
 const MCPU_VAR: &str = "LSB_MCPU_HOSTS";
 const HOSTS_VAR: &str = "LSB_HOSTS";
+/// Per-task CPU lists, when the job asked for affinity.
+const AFFINITY_VAR: &str = "LSB_AFFINITY_HOSTFILE";
 
 /// The longest one argument may be (the kernel's MAX_ARG_STRLEN is 128 KiB): blaunch takes the
 /// other hosts as one `-z` argument.
@@ -248,6 +250,16 @@ impl Lsf {
             scheduler: NAME,
             why: format!("LSB_JOBID is set, but none of {HOSTFILE_VAR}, {MCPU_VAR}, {HOSTS_VAR}"),
         })
+    }
+
+    /// The CPUs LSF's affinity scheduling bound this host's tasks to (LSB_AFFINITY_HOSTFILE,
+    /// set when the job asked for affinity[]); None without one.
+    fn affinity_cpus(&self, host: &str) -> Result<Option<Vec<u32>>, SchedulerError> {
+        let Some(path) = self.var(AFFINITY_VAR) else {
+            return Ok(None);
+        };
+        let file = open_hostfile(path).map_err(|why| bad(AFFINITY_VAR, path, why))?;
+        parse_affinity_hostfile(AFFINITY_VAR, path, file, host)
     }
 
     /// Which of `hosts` this machine is: LSF names no host in a task's environment, so its
@@ -528,6 +540,7 @@ impl Scheduler for Lsf {
         // it names no memory grant in the environment.
         Ok(NodeGrant {
             cpus,
+            cpu_ids: self.affinity_cpus(&alloc.this_node)?,
             memory_bytes: None,
             gpus: GpuGrant::Unknown,
         })

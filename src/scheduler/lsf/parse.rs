@@ -140,6 +140,56 @@ pub fn parse_slot_list(variable: &str, value: &str) -> Result<Vec<Host>, Schedul
     counter.finish().map_err(|why| bad(variable, value, why))
 }
 
+/// The lines of a file LSF wrote (`what` names it in messages), read with a bound on its size
+/// and on each line: (line number, its text trimmed), blank lines and `#` lines left out.
+fn bounded_lines(reader: impl Read, what: &str) -> Result<Vec<(usize, String)>, String> {
+    let mut reader = reader.take(MAX_HOSTFILE_BYTES + 1);
+    let mut buf = vec![0u8; 64 * 1024];
+    let mut line: Vec<u8> = Vec::new();
+    let mut lines = Vec::new();
+    let mut total: u64 = 0;
+    let mut take_line = |line: &mut Vec<u8>, line_no: usize| -> Result<(), String> {
+        let text = std::str::from_utf8(line)
+            .map_err(|_| format!("line {line_no} of the {what} is not text"))?
+            .trim();
+        if !text.is_empty() && !text.starts_with('#') {
+            lines.push((line_no, text.to_string()));
+        }
+        line.clear();
+        Ok(())
+    };
+    let mut line_no = 1usize;
+    loop {
+        let n = match reader.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => n,
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+            Err(e) => return Err(format!("reading the {what}: {e}")),
+        };
+        total += n as u64;
+        if total > MAX_HOSTFILE_BYTES {
+            return Err(format!(
+                "the {what} is larger than {MAX_HOSTFILE_BYTES} bytes, larger than any real allocation's"
+            ));
+        }
+        for &b in &buf[..n] {
+            if b == b'\n' {
+                take_line(&mut line, line_no)?;
+                line_no += 1;
+            } else {
+                line.push(b);
+                if line.len() > MAX_LINE_BYTES {
+                    return Err(format!(
+                        "line {line_no} of the {what} is longer than {MAX_LINE_BYTES} bytes, longer than any host name"
+                    ));
+                }
+            }
+        }
+    }
+    take_line(&mut line, line_no)?;
+    Ok(lines)
+}
+
 /// The host file LSB_DJOB_HOSTFILE names (one host name a line, one line per slot), read from
 /// `reader` with a bound on its size and on each line.
 pub fn parse_hostfile(
@@ -149,54 +199,46 @@ pub fn parse_hostfile(
 ) -> Result<Vec<Host>, SchedulerError> {
     let fail = |why: String| bad(variable, path, why);
     let mut counter = SlotCounter::default();
-    let mut reader = reader.take(MAX_HOSTFILE_BYTES + 1);
-    let mut buf = vec![0u8; 64 * 1024];
-    let mut line: Vec<u8> = Vec::new();
-    let mut line_no = 1usize;
-    let mut total: u64 = 0;
-    let mut take_line = |line: &mut Vec<u8>, line_no: usize| -> Result<(), String> {
-        let text = std::str::from_utf8(line)
-            .map_err(|_| format!("line {line_no} of the host file is not text"))?
-            .trim();
-        if !text.is_empty() && !text.starts_with('#') {
-            counter
-                .add(text, 1)
-                .map_err(|why| format!("line {line_no} of the host file: {why}"))?;
-        }
-        line.clear();
-        Ok(())
-    };
-    loop {
-        let n = match reader.read(&mut buf) {
-            Ok(0) => break,
-            Ok(n) => n,
-            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
-            Err(e) => return Err(fail(format!("reading the host file: {e}"))),
-        };
-        total += n as u64;
-        if total > MAX_HOSTFILE_BYTES {
-            return Err(fail(format!(
-                "the host file is larger than {MAX_HOSTFILE_BYTES} bytes, larger than any real allocation's"
-            )));
-        }
-        for &b in &buf[..n] {
-            if b == b'\n' {
-                take_line(&mut line, line_no).map_err(&fail)?;
-                line_no += 1;
-            } else {
-                line.push(b);
-                if line.len() > MAX_LINE_BYTES {
-                    return Err(fail(format!(
-                        "line {line_no} of the host file is longer than {MAX_LINE_BYTES} bytes, longer than any host name"
-                    )));
-                }
-            }
-        }
+    for (line_no, text) in bounded_lines(reader, "host file").map_err(&fail)? {
+        counter
+            .add(&text, 1)
+            .map_err(|why| fail(format!("line {line_no} of the host file: {why}")))?;
     }
-    take_line(&mut line, line_no).map_err(&fail)?;
     counter
         .finish()
         .map_err(|why| fail(format!("the host file: {why}")))
+}
+
+/// The CPU ids the affinity host file (LSB_AFFINITY_HOSTFILE: `host cpu_list [numa_list
+/// [memory_policy]]`, one line per task) gives `host`'s tasks, all of them together; None when
+/// it lists no task on `host`.
+pub fn parse_affinity_hostfile(
+    variable: &str,
+    path: &str,
+    reader: impl Read,
+    host: &str,
+) -> Result<Option<Vec<u32>>, SchedulerError> {
+    let fail = |why: String| bad(variable, path, why);
+    let mut ids: Option<Vec<u32>> = None;
+    for (line_no, text) in bounded_lines(reader, "affinity host file").map_err(&fail)? {
+        let mut fields = text.split_whitespace();
+        let (Some(name), Some(cpus)) = (fields.next(), fields.next()) else {
+            return Err(fail(format!(
+                "line {line_no} of the affinity host file is not `host cpu_list ...`"
+            )));
+        };
+        if !name.eq_ignore_ascii_case(host) {
+            continue;
+        }
+        let listed = crate::discovery::parse_cpu_list(cpus)
+            .map_err(|why| fail(format!("line {line_no} of the affinity host file: {why}")))?;
+        ids.get_or_insert_with(Vec::new).extend(listed);
+    }
+    Ok(ids.map(|mut ids| {
+        ids.sort_unstable();
+        ids.dedup();
+        ids
+    }))
 }
 
 /// The job id in what `bsub` printed (`Job <123> is submitted to queue <normal>.`, or `to
@@ -731,6 +773,34 @@ mod tests {
 
     /// Every parser here on arbitrary bytes: an answer or an error, never a panic, and quickly.
     #[test]
+    fn affinity_host_files_give_this_hosts_cpus_together() {
+        let file = b"hostA 0,1 0 1\nhostB 4-7 0 1\n\nHOSTA 8 1 1\n";
+        let a = parse_affinity_hostfile("LSB_AFFINITY_HOSTFILE", "/f", &file[..], "hostA");
+        assert_eq!(a.unwrap(), Some(vec![0, 1, 8]));
+        let b = parse_affinity_hostfile("LSB_AFFINITY_HOSTFILE", "/f", &file[..], "hostB");
+        assert_eq!(b.unwrap(), Some(vec![4, 5, 6, 7]));
+        // No task here, or an empty file (a job without affinity): no list.
+        let c = parse_affinity_hostfile("LSB_AFFINITY_HOSTFILE", "/f", &file[..], "hostC");
+        assert_eq!(c.unwrap(), None);
+        let empty = parse_affinity_hostfile("LSB_AFFINITY_HOSTFILE", "/f", &b""[..], "hostA");
+        assert_eq!(empty.unwrap(), None);
+        for bad in [
+            &b"hostA\n"[..],
+            b"hostA x,y 0\n",
+            b"hostA 9-1 0\n",
+            b"hostA 99999999 0\n",
+        ] {
+            let err = parse_affinity_hostfile("LSB_AFFINITY_HOSTFILE", "/f", bad, "hostA")
+                .unwrap_err()
+                .to_string();
+            assert!(
+                err.contains("LSB_AFFINITY_HOSTFILE") && err.contains("line 1"),
+                "{err}"
+            );
+        }
+    }
+
+    #[test]
     fn parsers_survive_garbage() {
         use rand::{Rng, SeedableRng};
         let mut rng = rand::rngs::StdRng::seed_from_u64(11);
@@ -745,6 +815,7 @@ mod tests {
             let _ = parse_mcpu_hosts("X", &s);
             let _ = parse_slot_list("X", &s);
             let _ = parse_hostfile("X", "/f", &bytes[..]);
+            let _ = parse_affinity_hostfile("X", "/f", &bytes[..], "hostA");
             let _ = parse_bsub_id(&s);
             let _ = parse_bjobs_json(&s);
             let _ = parse_bjobs_table(&s);

@@ -233,6 +233,8 @@ impl Scheduler for Slurm {
         };
         Ok(NodeGrant {
             cpus,
+            // The step's binding shows in the affinity mask, which discovery reads itself.
+            cpu_ids: None,
             memory_bytes,
             gpus,
         })
