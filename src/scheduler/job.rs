@@ -40,6 +40,22 @@ pub struct JobRequest {
     pub env: BTreeMap<String, String>,
 }
 
+impl JobRequest {
+    /// Every one of the user's header lines passes `problem` (the rendering adapter's check),
+    /// else a clear error naming the first that does not.
+    pub fn check_directives(
+        &self,
+        problem: fn(&str) -> Option<String>,
+    ) -> Result<(), super::SchedulerError> {
+        match self.directives.iter().find_map(|l| Some((l, problem(l)?))) {
+            Some((line, why)) => Err(super::SchedulerError::BadRequest(format!(
+                "the header line {line:?} (extra_directives) {why}"
+            ))),
+            None => Ok(()),
+        }
+    }
+}
+
 /// A job's output file. [`OutputPath::JOB_ID`] in it stands for the job's id, which only the
 /// scheduler knows when the job starts: each adapter writes it in its own syntax.
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]

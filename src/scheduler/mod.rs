@@ -70,6 +70,11 @@ impl Allocation {
     pub fn head(&self) -> &Host {
         &self.hosts[0]
     }
+
+    /// The host this process runs on.
+    pub fn this_host(&self) -> Option<&Host> {
+        self.hosts.iter().find(|h| h.name == self.this_node)
+    }
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -289,6 +294,13 @@ pub fn choose(choice: &str, place: Place, env: &Env) -> Result<&'static Adapter,
 /// The adapter a cluster record names, opened.
 pub fn by_name(name: &str, setup: Setup) -> Result<Box<dyn Scheduler>, SchedulerError> {
     (adapter(name)?.open)(setup)
+}
+
+/// What is wrong with a user's header line for a scheduler whose job scripts take lines
+/// starting with `prefix` (`#SBATCH `), if anything.
+pub fn header_line_problem(line: &str, prefix: &str) -> Option<String> {
+    (!line.starts_with(prefix) || line.contains('\n'))
+        .then(|| format!("must be one line starting with `{prefix}`"))
 }
 
 /// What is wrong with a header line, for the adapters that take such lines: a line is fine

@@ -531,11 +531,7 @@ impl Scheduler for Lsf {
     }
 
     fn node_grant(&self, alloc: &Allocation) -> Result<NodeGrant, SchedulerError> {
-        let cpus = alloc
-            .hosts
-            .iter()
-            .find(|h| h.name == alloc.this_node)
-            .and_then(|h| h.cpus);
+        let cpus = alloc.this_host().and_then(|h| h.cpus);
         // LSF tells a job its GPUs through CUDA_VISIBLE_DEVICES, which discovery reads itself;
         // it names no memory grant in the environment.
         Ok(NodeGrant {

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use crate::scheduler::{JobRequest, SchedulerError, export_lines};
+use crate::scheduler::{JobRequest, SchedulerError, export_lines, header_line_problem};
 
 /// The job script template.
 const TEMPLATE: &str = include_str!("../../../lsf/ray-cluster.lsf.in");
@@ -14,8 +14,7 @@ const JOB_ID_TOKEN: &str = "%J";
 
 /// What is wrong with a user's header line, if anything: it must be one `#BSUB ` line.
 pub fn directive_problem(line: &str) -> Option<String> {
-    (!line.starts_with("#BSUB ") || line.contains('\n'))
-        .then(|| "must be one line starting with `#BSUB `".to_string())
+    header_line_problem(line, "#BSUB ")
 }
 
 /// A walltime as `-W` takes it: `[hour:]minute`, whole minutes rounded up (at least one).
@@ -98,15 +97,7 @@ fn warning_lines(signal: Option<&str>) -> String {
 /// Renders `req` into the template. `req.directives` are the user's own lines, in order;
 /// `warning` the walltime warning's signal, if any.
 pub fn render(req: &JobRequest, warning: Option<&str>) -> Result<String, SchedulerError> {
-    if let Some((line, why)) = req
-        .directives
-        .iter()
-        .find_map(|l| Some((l, directive_problem(l)?)))
-    {
-        return Err(SchedulerError::BadRequest(format!(
-            "the header line {line:?} (extra_directives) {why}"
-        )));
-    }
+    req.check_directives(directive_problem)?;
     if let Some(qos) = &req.qos {
         return Err(no_equivalent("qos", qos));
     }

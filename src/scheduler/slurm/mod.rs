@@ -196,11 +196,7 @@ impl Scheduler for Slurm {
     }
 
     fn node_grant(&self, alloc: &Allocation) -> Result<NodeGrant, SchedulerError> {
-        let host_cpus = alloc
-            .hosts
-            .iter()
-            .find(|h| h.name == alloc.this_node)
-            .and_then(|h| h.cpus);
+        let host_cpus = alloc.this_host().and_then(|h| h.cpus);
         let cpus = match host_cpus {
             Some(c) => Some(c),
             None => match self.var("SLURM_CPUS_ON_NODE") {

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::scheduler::{JobRequest, SchedulerError, clock, export_lines};
+use crate::scheduler::{JobRequest, SchedulerError, clock, export_lines, header_line_problem};
 
 /// The job script template.
 const TEMPLATE: &str = include_str!("../../../slurm/ray-cluster.sbatch.in");
@@ -13,8 +13,7 @@ const JOB_ID_TOKEN: &str = "%j";
 
 /// What is wrong with a user's header line, if anything: it must be one `#SBATCH ` line.
 pub fn directive_problem(line: &str) -> Option<String> {
-    (!line.starts_with("#SBATCH ") || line.contains('\n'))
-        .then(|| "must be one line starting with `#SBATCH `".to_string())
+    header_line_problem(line, "#SBATCH ")
 }
 
 /// A walltime as `--time` takes it: `[D-]HH:MM:SS`.
@@ -29,15 +28,7 @@ fn memory(bytes: u64) -> String {
 
 /// Renders `req` into the template.
 pub fn render(req: &JobRequest) -> Result<String, SchedulerError> {
-    if let Some((line, why)) = req
-        .directives
-        .iter()
-        .find_map(|l| Some((l, directive_problem(l)?)))
-    {
-        return Err(SchedulerError::BadRequest(format!(
-            "the header line {line:?} (extra_directives) {why}"
-        )));
-    }
+    req.check_directives(directive_problem)?;
     let mut directives: Vec<String> = Vec::new();
     let mut directive = |flag: &str, value: Option<String>| {
         if let Some(v) = value {
