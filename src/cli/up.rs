@@ -191,11 +191,17 @@ async fn wait_ready(
     progress: &Progress,
 ) -> anyhow::Result<i32> {
     const SCHEDULER_POLL: Duration = Duration::from_secs(5);
+    // Schedulers list a job as soon as they accept it; three answers without it (10 s) mean
+    // it is gone, not late.
+    const NEVER_SEEN_ANSWERS: u32 = 3;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
     let mut last_query: Option<Instant> = None;
     let mut job: Option<JobInfo> = None;
     let mut job_known = false;
+    // Answers in a row that did not list the job before it was ever seen: a job that ends
+    // within a second (a local one whose `run` fails at once) is never seen at all.
+    let mut unseen_answers = 0u32;
     let mut last_stage: Option<Stage> = None;
     loop {
         let record = dir.load()?;
@@ -204,6 +210,9 @@ async fn wait_ready(
                 Ok(jobs) => {
                     job = jobs.into_iter().next();
                     job_known |= job.is_some();
+                    if !job_known {
+                        unseen_answers += 1;
+                    }
                 }
                 Err(e) => progress.note(&format!("cannot ask the scheduler: {e}")),
             }
@@ -245,7 +254,10 @@ async fn wait_ready(
             _ => {}
         }
         // The job ended without its head ever saying so (killed, failed to start ray-hpc).
-        let job_over = job_known && job.as_ref().is_none_or(|j| j.state.is_ended());
+        let never_seen = !job_known
+            && unseen_answers >= NEVER_SEEN_ANSWERS
+            && record.state == ClusterState::Queued;
+        let job_over = never_seen || (job_known && job.as_ref().is_none_or(|j| j.state.is_ended()));
         if job_over && last_query.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
             // Give the head's last write a moment to land before calling it.
             tokio::time::sleep(Duration::from_millis(500)).await;
