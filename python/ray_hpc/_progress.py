@@ -26,6 +26,10 @@ class Display:
     def __init__(self, name: str) -> None:
         self.name = name
 
+    def rename(self, name: str) -> None:
+        """The cluster's name once it is known (``up`` chose one)."""
+        self.name = name
+
     def stage(self, stage: Stage) -> None:
         pass
 
@@ -144,6 +148,10 @@ class _Widget(Display):
         self.label = widgets.Label(value="submitting")
         self.box = widgets.HBox([self.bar, self.label])
         _module("IPython.display").display(self.box)
+
+    def rename(self, name: str) -> None:
+        super().rename(name)
+        self.bar.description = name
 
     def stage(self, stage: Stage) -> None:
         self.bar.max = max(1, stage.nodes_expected)

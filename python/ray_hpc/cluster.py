@@ -269,8 +269,10 @@ def list_clusters(config: Optional[PathArg] = None) -> List[ClusterStatus]:
 
 
 def _count(what: str, n: int) -> int:
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if isinstance(n, bool) or not isinstance(n, int):
         raise TypeError(f"{what} must be a whole number >= 0, not {n!r}")
+    if n < 0:
+        raise ValueError(f"{what} must be a whole number >= 0, not {n!r}")
     return n
 
 
@@ -379,7 +381,7 @@ class _Up:
         kind = event.get("event")
         if kind == "submitted":
             self.name = event["name"]
-            self.display.name = event["name"]
+            self.display.rename(event["name"])
             self.display.note(f"job {event['job_id']} submitted ({event['nodes']} node(s))")
         elif kind == "stage":
             self.display.stage(Stage.from_json(event))

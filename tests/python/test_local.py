@@ -46,6 +46,8 @@ def test_a_cluster_runs_tasks_reports_status_takes_requests_and_leaves_nothing(h
         assert "bundle 1" in str(bad.value) and "CPU must be a number" in str(bad.value), bad.value
         with pytest.raises(TypeError):
             cluster.request_resources(bundles={"CPU": 1})  # type: ignore[arg-type]
+        with pytest.raises(ValueError, match="num_cpus must be a whole number >= 0, not -1"):
+            cluster.request_resources(num_cpus=-1)
 
         # Another process, such as `ray job submit` or a script, gets the cluster through env.
         child = subprocess.run(
