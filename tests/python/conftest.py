@@ -32,8 +32,9 @@ def wait_for(what: str, timeout: float, check: Callable[[], Optional[T]], explai
         time.sleep(0.2)
 
 
-def processes_with_env(marker: str) -> List[Tuple[int, str]]:
-    """(pid, command line) of the processes whose environment holds ``marker`` (KEY=VALUE)."""
+def processes_with_env(marker: str, prefix: bool = False) -> List[Tuple[int, str]]:
+    """(pid, command line) of the processes whose environment holds ``marker`` (KEY=VALUE), or
+    with ``prefix`` a variable that starts with it."""
     found = []
     want = marker.encode()
     for entry in os.listdir("/proc"):
@@ -48,9 +49,14 @@ def processes_with_env(marker: str) -> List[Tuple[int, str]]:
                 cmdline = f.read().replace(b"\0", b" ").decode(errors="replace").strip()
         except OSError:
             continue
-        if want in env and state != "Z":
+        held = any(kv.startswith(want) for kv in env) if prefix else want in env
+        if held and state != "Z":
             found.append((int(entry), cmdline))
     return found
+
+
+#: Every test's registry home starts with this, so the session's leftovers can be found too.
+HOME_PREFIX = "/tmp/rh-py-"
 
 
 class Home:
@@ -58,7 +64,7 @@ class Home:
     Every process the test's clusters start inherits it, which is how leftovers are found."""
 
     def __init__(self) -> None:
-        self.path = Path(tempfile.mkdtemp(prefix="rh-py-", dir="/tmp"))
+        self.path = Path(tempfile.mkdtemp(prefix=Path(HOME_PREFIX).name, dir=Path(HOME_PREFIX).parent))
 
     @property
     def marker(self) -> str:
@@ -133,3 +139,22 @@ def the_wheels_binary() -> None:
 
     binary = Path(ray_hpc.binary()).resolve()
     assert Path(sys.prefix).resolve() in binary.parents, f"{binary} is not the venv's ({sys.prefix})"
+
+
+@pytest.fixture(scope="session", autouse=True)
+def nothing_left_after_the_session() -> Iterator[None]:
+    """After every test, including those that do not check it themselves: no process of any
+    test's clusters (Ray, ray-hpc agents, jobs) is still running."""
+    yield
+    marker = f"RAY_HPC_HOME={HOME_PREFIX}"
+    deadline = time.monotonic() + 30
+    while processes_with_env(marker, prefix=True):
+        if time.monotonic() > deadline:
+            left = processes_with_env(marker, prefix=True)
+            for pid, _ in left:
+                try:
+                    os.kill(pid, signal.SIGKILL)
+                except OSError:
+                    pass
+            pytest.fail(f"processes of the tests' clusters left after the session: {left}")
+        time.sleep(0.2)
