@@ -393,3 +393,158 @@ fn http_get(addr: &str, path: &str) -> String {
     stream.read_to_string(&mut response).unwrap();
     response
 }
+
+/// `up --json`, `env` and `request-resources` as a program (the Python package) uses them,
+/// against the local scheduler: JSON lines only on stdout, in the documented order, and the
+/// cluster they describe is the one `env` and `status` show.
+#[test]
+fn local_up_json_env_and_request_resources() {
+    let home = TestHome::new();
+    let up = run(
+        &home,
+        &[
+            "--scheduler",
+            "local",
+            "up",
+            "--json",
+            "--name",
+            "j1",
+            "--timeout",
+            "180",
+        ],
+    );
+    let job_out =
+        || std::fs::read_to_string(home.path().join("clusters/j1/job.out")).unwrap_or_default();
+    assert!(up.status.success(), "{}\n{}", text(&up), job_out());
+    let events: Vec<serde_json::Value> = String::from_utf8_lossy(&up.stdout)
+        .lines()
+        .map(|l| {
+            serde_json::from_str(l).unwrap_or_else(|e| panic!("not JSON ({e}): {l}\n{}", text(&up)))
+        })
+        .collect();
+    let names: Vec<&str> = events
+        .iter()
+        .map(|e| e["event"].as_str().unwrap())
+        .collect();
+    assert_eq!(names.first(), Some(&"submitted"), "{names:?}");
+    assert_eq!(names.last(), Some(&"ready"), "{names:?}");
+    assert!(names.contains(&"stage"), "{names:?}");
+    assert!(events.iter().all(|e| e["schema"] == "ray-hpc.up/v1"));
+    assert_eq!(events[0]["name"], "j1");
+    assert_eq!(events[0]["scheduler"], "local");
+    let ready = &events[events.len() - 1]["cluster"];
+    let gcs = ready["gcs_address"]
+        .as_str()
+        .expect("gcs_address")
+        .to_string();
+    assert_eq!(ready["env"]["RAY_ADDRESS"], gcs.as_str());
+    assert_eq!(ready["unset"], serde_json::json!(["RAY_AUTH_TOKEN"]));
+
+    // `env --json` is the same connection; `env` is the same as export lines.
+    let env = run(&home, &["env", "j1", "--json"]);
+    assert!(env.status.success(), "{}", text(&env));
+    let mut doc: serde_json::Value = serde_json::from_slice(&env.stdout).unwrap();
+    assert_eq!(doc["schema"], "ray-hpc.env/v1");
+    doc.as_object_mut().unwrap().remove("schema");
+    assert_eq!(&doc, ready);
+    let lines = run(&home, &["env", "j1"]);
+    let exported = exports(&String::from_utf8_lossy(&lines.stdout));
+    assert!(
+        exported.contains(&("RAY_ADDRESS".into(), gcs.clone())),
+        "{exported:?}"
+    );
+    assert!(
+        String::from_utf8_lossy(&lines.stdout).contains("unset RAY_AUTH_TOKEN"),
+        "{}",
+        text(&lines)
+    );
+
+    // A request shows in `status` as a constraint, grouped by shape; none clears it.
+    let pending = || {
+        let st = run(&home, &["status", "j1", "--json"]);
+        assert!(st.status.success(), "{}", text(&st));
+        let v: serde_json::Value = serde_json::from_slice(&st.stdout).unwrap();
+        v["cluster"]["pending_demand"].clone()
+    };
+    let asked = run(
+        &home,
+        &[
+            "request-resources",
+            "j1",
+            "--cpus",
+            "3",
+            "--bundles",
+            r#"[{"CPU": 2, "GPU": 1}]"#,
+        ],
+    );
+    assert!(asked.status.success(), "{}", text(&asked));
+    assert!(
+        stderr(&asked).contains("{CPU: 1} x 3, {CPU: 2, GPU: 1}"),
+        "{}",
+        text(&asked)
+    );
+    let demand = pending();
+    let mut seen: Vec<(String, i64)> = demand
+        .as_array()
+        .unwrap_or_else(|| panic!("no pending_demand: {demand}"))
+        .iter()
+        .map(|d| {
+            assert_eq!(d["kind"], "constraint", "{d}");
+            (d["bundles"][0].to_string(), d["count"].as_i64().unwrap())
+        })
+        .collect();
+    seen.sort();
+    assert_eq!(
+        seen,
+        [
+            (r#"{"CPU":1.0}"#.to_string(), 3),
+            (r#"{"CPU":2.0,"GPU":1.0}"#.to_string(), 1)
+        ],
+        "{demand}"
+    );
+    let cleared = run(&home, &["request-resources", "j1"]);
+    assert!(cleared.status.success(), "{}", text(&cleared));
+    assert_eq!(pending(), serde_json::json!([]));
+
+    let bad = run(
+        &home,
+        &["request-resources", "j1", "--bundles", r#"[{"CPU": -1}]"#],
+    );
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(
+        stderr(&bad).contains("bundle 1") && stderr(&bad).contains("CPU must be a number"),
+        "{}",
+        text(&bad)
+    );
+
+    let down = run(&home, &["down", "j1"]);
+    assert!(down.status.success(), "{}", text(&down));
+    // An ended cluster has no environment and takes no requests; both say why.
+    let gone = run(&home, &["env", "j1", "--json"]);
+    assert_eq!(gone.status.code(), Some(1), "{}", text(&gone));
+    assert!(
+        gone.stdout.is_empty() && stderr(&gone).contains("not READY"),
+        "{}",
+        text(&gone)
+    );
+    let late = run(&home, &["request-resources", "j1", "--cpus", "1"]);
+    assert_eq!(late.status.code(), Some(2), "{}", text(&late));
+    assert!(stderr(&late).contains("not READY"), "{}", text(&late));
+    home.assert_no_leftovers(Duration::from_secs(30));
+}
+
+/// `completions` writes a script for each shell that offers the commands, not the hidden ones.
+#[test]
+fn completions_for_bash_zsh_and_fish() {
+    let home = TestHome::new();
+    for shell in ["bash", "zsh", "fish"] {
+        let out = run(&home, &["completions", shell]);
+        assert!(out.status.success(), "{shell}: {}", text(&out));
+        let script = String::from_utf8_lossy(&out.stdout);
+        assert!(script.contains("request-resources"), "{shell}: {script}");
+        assert!(!script.contains("watchdog"), "{shell}: {script}");
+    }
+    let bad = run(&home, &["completions", "tcsh"]);
+    assert_eq!(bad.status.code(), Some(2), "{}", text(&bad));
+    assert!(stderr(&bad).contains("tcsh"), "{}", text(&bad));
+}

@@ -1,17 +1,24 @@
 //! `ray-hpc up`: submit a Ray cluster as a batch job from a login node, show its progress until
-//! it is ready, and print how to use it.
+//! it is ready, and print how to use it. With `--json` the progress and the outcome are JSON
+//! lines on stdout instead (schema `ray-hpc.up/v1`, docs/cli-json.md), for programs such as the
+//! Python package.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
+use serde::Serialize;
+use serde_json::json;
 
+use super::env::{Connection, export_lines};
 use crate::config::{self, Config};
 use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState};
 use crate::scheduler::{
-    self, JobInfo, JobRequest, JobState, OutputPath, Place, Scheduler, shell_join, shell_quote,
+    self, JobInfo, JobRequest, JobState, OutputPath, Place, Scheduler, shell_join,
 };
+
+pub const SCHEMA: &str = "ray-hpc.up/v1";
 
 #[derive(clap::Args)]
 pub struct Args {
@@ -51,6 +58,10 @@ pub struct Args {
     /// Cancel the job when it is not ready within --timeout (default: leave it queued).
     #[arg(long)]
     cancel_on_timeout: bool,
+    /// Print the progress and the outcome as JSON lines on stdout (schema `ray-hpc.up/v1`,
+    /// docs/cli-json.md) instead of text and export lines.
+    #[arg(long, conflicts_with = "dry_run")]
+    json: bool,
     /// A driver to run on the head node once the cluster is up; the cluster ends with it.
     /// Without one the cluster stays up until its walltime, `ray-hpc down`, or a cancel.
     #[arg(last = true, value_name = "DRIVER")]
@@ -131,6 +142,7 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
         )
     };
     dir.save(&record)?;
+    let progress = Progress::new(args.json);
     let job_id = match scheduler.submit(&script, &request).await {
         Ok(id) => id,
         Err(e) => {
@@ -139,6 +151,12 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
             record.message = Some(message.clone());
             dir.save(&record)?;
             eprintln!("ray-hpc: the scheduler refused cluster {name}:\n{message}");
+            progress.failed(&Failure {
+                kind: FailureKind::Refused,
+                message,
+                record: &record,
+                stage: None,
+            });
             return Ok(1);
         }
     };
@@ -148,15 +166,17 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
             r.job_id = job_id.clone();
         }
     })?;
-    let progress = Progress::new();
-    progress.say(&format!(
-        "cluster {name}: {} job {job_id} submitted ({} node(s))",
-        scheduler.name(),
-        args.nodes
-    ));
+    progress.submitted(&Submitted {
+        name: &name,
+        scheduler: scheduler.name(),
+        job_id: &job_id,
+        nodes: args.nodes,
+    });
     if args.no_wait {
         progress.finish();
-        eprintln!("follow it with `ray-hpc status {name}`; end it with `ray-hpc down {name}`");
+        if !args.json {
+            eprintln!("follow it with `ray-hpc status {name}`; end it with `ray-hpc down {name}`");
+        }
         return Ok(0);
     }
     wait_ready(args, &dir, scheduler.as_ref(), &job_id, &progress).await
@@ -171,12 +191,18 @@ async fn wait_ready(
     progress: &Progress,
 ) -> anyhow::Result<i32> {
     const SCHEDULER_POLL: Duration = Duration::from_secs(5);
+    // Schedulers list a job as soon as they accept it; three answers without it (10 s) mean
+    // it is gone, not late.
+    const NEVER_SEEN_ANSWERS: u32 = 3;
     let started = Instant::now();
     let deadline = started + Duration::from_secs(args.timeout);
     let mut last_query: Option<Instant> = None;
     let mut job: Option<JobInfo> = None;
     let mut job_known = false;
-    let mut last_stage = String::new();
+    // Answers in a row that did not list the job before it was ever seen: a job that ends
+    // within a second (a local one whose `run` fails at once) is never seen at all.
+    let mut unseen_answers = 0u32;
+    let mut last_stage: Option<Stage> = None;
     loop {
         let record = dir.load()?;
         if last_query.is_none_or(|t| t.elapsed() >= SCHEDULER_POLL) {
@@ -184,41 +210,54 @@ async fn wait_ready(
                 Ok(jobs) => {
                     job = jobs.into_iter().next();
                     job_known |= job.is_some();
+                    if !job_known {
+                        unseen_answers += 1;
+                    }
                 }
-                Err(e) => progress.say(&format!("cannot ask the scheduler: {e}")),
+                Err(e) => progress.note(&format!("cannot ask the scheduler: {e}")),
             }
             last_query = Some(Instant::now());
         }
         let stage = stage_of(&record, job.as_ref());
-        if stage != last_stage {
-            progress.say(&stage);
-            last_stage = stage;
+        if last_stage.as_ref() != Some(&stage) {
+            progress.stage(&stage, started.elapsed());
+            last_stage = Some(stage);
         }
+        let stage_text = last_stage.as_ref().map(|s| s.text.clone());
         match record.state {
             ClusterState::Ready => {
                 progress.finish();
-                print_ready(&record, started.elapsed());
+                progress.ready(&record, started.elapsed());
                 return Ok(0);
             }
             ClusterState::Failed | ClusterState::Ended => {
                 progress.finish();
+                let (kind, word) = if record.state == ClusterState::Failed {
+                    (FailureKind::Failed, "failed")
+                } else {
+                    (FailureKind::Ended, "ended")
+                };
+                let why = record.message.as_deref().unwrap_or("no reason recorded");
                 eprintln!(
-                    "ray-hpc: cluster {} {} before it was ready: {}",
-                    record.name,
-                    if record.state == ClusterState::Failed {
-                        "failed"
-                    } else {
-                        "ended"
-                    },
-                    record.message.as_deref().unwrap_or("no reason recorded")
+                    "ray-hpc: cluster {} {word} before it was ready: {why}",
+                    record.name
                 );
                 print_job_output(&record);
+                progress.failed(&Failure {
+                    kind,
+                    message: format!("cluster {} {word} before it was ready: {why}", record.name),
+                    record: &record,
+                    stage: stage_text,
+                });
                 return Ok(1);
             }
             _ => {}
         }
         // The job ended without its head ever saying so (killed, failed to start ray-hpc).
-        let job_over = job_known && job.as_ref().is_none_or(|j| j.state.is_ended());
+        let never_seen = !job_known
+            && unseen_answers >= NEVER_SEEN_ANSWERS
+            && record.state == ClusterState::Queued;
+        let job_over = never_seen || (job_known && job.as_ref().is_none_or(|j| j.state.is_ended()));
         if job_over && last_query.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
             // Give the head's last write a moment to land before calling it.
             tokio::time::sleep(Duration::from_millis(500)).await;
@@ -238,14 +277,22 @@ async fn wait_ready(
             })?;
             eprintln!("ray-hpc: {message}");
             print_job_output(&record);
+            progress.failed(&Failure {
+                kind: FailureKind::JobEnded,
+                message,
+                record: &record,
+                stage: stage_text,
+            });
             return Ok(1);
         }
         if Instant::now() >= deadline {
             progress.finish();
-            eprintln!(
-                "ray-hpc: cluster {} not ready after {} s; it is at: {last_stage}",
+            let at = stage_text.clone().unwrap_or_default();
+            let message = format!(
+                "cluster {} not ready after {} s; it is at: {at}",
                 record.name, args.timeout
             );
+            eprintln!("ray-hpc: {message}");
             if args.cancel_on_timeout {
                 scheduler.cancel(&[job_id.to_string()]).await?;
                 dir.update(|r| {
@@ -261,48 +308,94 @@ async fn wait_ready(
                     record.name
                 );
             }
+            progress.failed(&Failure {
+                kind: if args.cancel_on_timeout {
+                    FailureKind::TimeoutCancelled
+                } else {
+                    FailureKind::Timeout
+                },
+                message,
+                record: &dir.load()?,
+                stage: stage_text,
+            });
             return Ok(1);
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
 }
 
-/// One line saying where a cluster is: queued (why, until when), starting, k/K joined.
-pub fn stage_of(record: &ClusterRecord, job: Option<&JobInfo>) -> String {
-    match (record.state, job.map(|j| &j.state)) {
+/// Where a cluster is: queued (why, until when), starting, k/K joined, ready; `text` says it in
+/// one line.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Stage {
+    /// `queued`, `starting`, `ready`, `ended` or `failed`.
+    pub stage: &'static str,
+    pub text: String,
+    /// Why a queued job waits, in the scheduler's words.
+    pub reason: Option<String>,
+    /// When the scheduler expects a queued job to start, as it writes it.
+    pub expected_start: Option<String>,
+    pub nodes_joined: u32,
+    pub nodes_expected: u32,
+}
+
+pub fn stage_of(record: &ClusterRecord, job: Option<&JobInfo>) -> Stage {
+    let mut reason = None;
+    let mut expected_start = None;
+    let (stage, text) = match (record.state, job.map(|j| &j.state)) {
         (ClusterState::Queued, Some(JobState::Pending)) | (ClusterState::Queued, None) => {
-            let job = job.cloned();
-            let reason = job
-                .as_ref()
+            let why = job
                 .and_then(|j| j.reason.clone())
                 .unwrap_or_else(|| "waiting".into());
-            match job.and_then(|j| j.start_time) {
-                Some(t) => format!("queued: {reason} (expected start {t})"),
-                None => format!("queued: {reason}"),
-            }
+            reason = job.and_then(|j| j.reason.clone());
+            expected_start = job.and_then(|j| j.start_time.clone());
+            let text = match &expected_start {
+                Some(t) => format!("queued: {why} (expected start {t})"),
+                None => format!("queued: {why}"),
+            };
+            ("queued", text)
         }
-        (ClusterState::Queued, Some(_)) => "starting: the job is running".into(),
+        (ClusterState::Queued, Some(_)) => ("starting", "starting: the job is running".into()),
         (ClusterState::Starting, _) if record.gcs_address.is_none() => {
-            "starting: the Ray head is starting".into()
+            ("starting", "starting: the Ray head is starting".into())
         }
-        (ClusterState::Starting, _) => format!(
-            "starting: {}/{} node(s) joined",
-            record.nodes_joined, record.expected_nodes
+        (ClusterState::Starting, _) => (
+            "starting",
+            format!(
+                "starting: {}/{} node(s) joined",
+                record.nodes_joined, record.expected_nodes
+            ),
         ),
-        (ClusterState::Ready, _) => format!(
-            "ready: {}/{} node(s) joined",
-            record.nodes_joined, record.expected_nodes
+        (ClusterState::Ready, _) => (
+            "ready",
+            format!(
+                "ready: {}/{} node(s) joined",
+                record.nodes_joined, record.expected_nodes
+            ),
         ),
-        (state, _) => format!("{state:?}").to_uppercase(),
+        (ClusterState::Ended, _) => ("ended", "ENDED".into()),
+        (ClusterState::Failed, _) => ("failed", "FAILED".into()),
+    };
+    Stage {
+        stage,
+        text,
+        reason,
+        expected_start,
+        nodes_joined: record.nodes_joined,
+        nodes_expected: record.expected_nodes,
     }
 }
 
+/// The last lines of the batch job's output, when there is any.
+fn job_output_tail(record: &ClusterRecord) -> Option<String> {
+    let out = record.job_output.as_ref()?;
+    let tail = crate::agent::supervisor::tail_file(out, 30);
+    (!tail.trim().is_empty()).then_some(tail)
+}
+
 fn print_job_output(record: &ClusterRecord) {
-    if let Some(out) = &record.job_output {
-        let tail = crate::agent::supervisor::tail_file(out, 30);
-        if !tail.trim().is_empty() {
-            eprintln!("--- the job's output ({}) ---\n{tail}", out.display());
-        }
+    if let (Some(out), Some(tail)) = (&record.job_output, job_output_tail(record)) {
+        eprintln!("--- the job's output ({}) ---\n{tail}", out.display());
     }
 }
 
@@ -338,61 +431,166 @@ fn print_ready(record: &ClusterRecord, took: Duration) {
     }
 }
 
-/// The environment that points the real `ray` CLI and `ray.init()` at this cluster.
-pub fn export_lines(record: &ClusterRecord) -> Vec<String> {
-    let mut lines = Vec::new();
-    if let Some(gcs) = &record.gcs_address {
-        lines.push(format!("export RAY_ADDRESS={}", shell_quote(gcs)));
-    }
-    if let Some(url) = &record.dashboard_url {
-        lines.push(format!(
-            "export RAY_API_SERVER_ADDRESS={}",
-            shell_quote(url)
-        ));
-    }
-    match &record.token_path {
-        Some(p) => {
-            lines.push("export RAY_AUTH_MODE=token".into());
-            lines.push(format!(
-                "export RAY_AUTH_TOKEN_PATH={}",
-                shell_quote(&p.display().to_string())
-            ));
-        }
-        None => lines.push("export RAY_AUTH_MODE=disabled".into()),
-    }
-    lines
+/// What was submitted, for the first line of progress.
+struct Submitted<'a> {
+    name: &'a str,
+    scheduler: &'a str,
+    job_id: &'a str,
+    nodes: u32,
 }
 
-/// A spinner on a terminal, timestamped lines otherwise (batch logs, CI).
-struct Progress {
-    bar: Option<indicatif::ProgressBar>,
+/// Why `up` gives up on a cluster (the `kind` of the JSON `error` event).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+enum FailureKind {
+    /// The scheduler refused the submission.
+    Refused,
+    /// The cluster's head said it failed.
+    Failed,
+    /// The cluster ended (cancelled, say) before it was ready.
+    Ended,
+    /// The job ended without its head saying so.
+    JobEnded,
+    /// Not ready within --timeout; the job stays.
+    Timeout,
+    /// Not ready within --timeout; the job was cancelled (--cancel-on-timeout).
+    TimeoutCancelled,
+}
+
+struct Failure<'a> {
+    kind: FailureKind,
+    message: String,
+    record: &'a ClusterRecord,
+    /// Where the cluster was last seen, in one line.
+    stage: Option<String>,
+}
+
+/// Progress for a person (a spinner on a terminal, timestamped lines otherwise: batch logs,
+/// CI) or for a program (JSON lines on stdout).
+enum Progress {
+    Bar(indicatif::ProgressBar),
+    Lines,
+    Json,
 }
 
 impl Progress {
-    fn new() -> Self {
-        let bar = std::io::stderr().is_terminal().then(|| {
+    fn new(json: bool) -> Self {
+        if json {
+            Progress::Json
+        } else if std::io::stderr().is_terminal() {
             let bar = indicatif::ProgressBar::new_spinner();
             bar.enable_steady_tick(Duration::from_millis(120));
-            bar
-        });
-        Progress { bar }
+            Progress::Bar(bar)
+        } else {
+            Progress::Lines
+        }
+    }
+
+    /// One JSON line on stdout, flushed at once so a reader sees it now.
+    fn emit(event: serde_json::Value) {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "{event}").and_then(|_| out.flush());
     }
 
     fn say(&self, what: &str) {
-        match &self.bar {
-            Some(bar) => {
+        match self {
+            Progress::Bar(bar) => {
                 bar.println(format!("  {what}"));
                 bar.set_message(what.to_string());
             }
-            None => eprintln!("[{}] {what}", clock()),
+            Progress::Lines => eprintln!("[{}] {what}", clock()),
+            Progress::Json => {}
+        }
+    }
+
+    fn submitted(&self, s: &Submitted) {
+        match self {
+            Progress::Json => Self::emit(submitted_event(s)),
+            _ => self.say(&format!(
+                "cluster {}: {} job {} submitted ({} node(s))",
+                s.name, s.scheduler, s.job_id, s.nodes
+            )),
+        }
+    }
+
+    fn stage(&self, stage: &Stage, elapsed: Duration) {
+        match self {
+            Progress::Json => Self::emit(stage_event(stage, elapsed)),
+            _ => self.say(&stage.text),
+        }
+    }
+
+    /// Something worth knowing that does not change the stage.
+    fn note(&self, what: &str) {
+        match self {
+            Progress::Json => Self::emit(event("note", json!({ "message": what }))),
+            _ => self.say(what),
+        }
+    }
+
+    fn ready(&self, record: &ClusterRecord, took: Duration) {
+        match self {
+            Progress::Json => Self::emit(ready_event(record, took)),
+            _ => print_ready(record, took),
+        }
+    }
+
+    /// The JSON `error` event; a person has read the same on stderr already.
+    fn failed(&self, f: &Failure) {
+        if let Progress::Json = self {
+            Self::emit(error_event(f));
         }
     }
 
     fn finish(&self) {
-        if let Some(bar) = &self.bar {
+        if let Progress::Bar(bar) = self {
             bar.finish_and_clear();
         }
     }
+}
+
+/// An `up --json` event: `fields` with the schema and the event's name.
+fn event(name: &str, mut fields: serde_json::Value) -> serde_json::Value {
+    fields["schema"] = SCHEMA.into();
+    fields["event"] = name.into();
+    fields
+}
+
+fn submitted_event(s: &Submitted) -> serde_json::Value {
+    event(
+        "submitted",
+        json!({"name": s.name, "scheduler": s.scheduler, "job_id": s.job_id, "nodes": s.nodes}),
+    )
+}
+
+fn stage_event(stage: &Stage, elapsed: Duration) -> serde_json::Value {
+    let mut fields = serde_json::to_value(stage).unwrap_or_default();
+    fields["elapsed_s"] = json!(elapsed.as_secs_f64());
+    event("stage", fields)
+}
+
+fn ready_event(record: &ClusterRecord, took: Duration) -> serde_json::Value {
+    event(
+        "ready",
+        json!({"took_s": took.as_secs_f64(), "cluster": Connection::of(record)}),
+    )
+}
+
+fn error_event(f: &Failure) -> serde_json::Value {
+    event(
+        "error",
+        json!({
+            "kind": f.kind,
+            "message": f.message,
+            "name": f.record.name,
+            "state": f.record.state,
+            "job_id": f.record.job_id,
+            "stage": f.stage,
+            "job_output": f.record.job_output,
+            "job_output_tail": job_output_tail(f.record),
+        }),
+    )
 }
 
 /// UTC wall-clock time of day, HH:MM:SS.
@@ -459,45 +657,89 @@ mod tests {
             Some("2026-11-22T08:00:00"),
         );
         assert_eq!(
-            stage_of(&queued, Some(&pending)),
+            stage_of(&queued, Some(&pending)).text,
             "queued: Resources (expected start 2026-11-22T08:00:00)"
         );
         assert_eq!(
             stage_of(
                 &queued,
                 Some(&job(JobState::Pending, Some("Priority"), None))
-            ),
+            )
+            .text,
             "queued: Priority"
         );
         assert_eq!(
-            stage_of(&queued, Some(&job(JobState::Running, None, None))),
+            stage_of(&queued, Some(&job(JobState::Running, None, None))).text,
             "starting: the job is running"
         );
         let mut starting = record(ClusterState::Starting);
         assert_eq!(
-            stage_of(&starting, None),
+            stage_of(&starting, None).text,
             "starting: the Ray head is starting"
         );
         starting.gcs_address = Some("1.2.3.4:5".into());
         starting.nodes_joined = 2;
-        assert_eq!(stage_of(&starting, None), "starting: 2/3 node(s) joined");
+        assert_eq!(
+            stage_of(&starting, None).text,
+            "starting: 2/3 node(s) joined"
+        );
     }
 
     #[test]
-    fn export_lines_point_ray_at_the_cluster() {
+    fn stages_carry_the_queue_reason_and_the_node_counts() {
+        let pending = job(JobState::Pending, Some("Priority"), Some("soon"));
+        let q = stage_of(&record(ClusterState::Queued), Some(&pending));
+        assert_eq!(q.stage, "queued");
+        assert_eq!(q.reason.as_deref(), Some("Priority"));
+        assert_eq!(q.expected_start.as_deref(), Some("soon"));
         let mut r = record(ClusterState::Ready);
-        r.gcs_address = Some("127.0.0.11:24720".into());
-        r.dashboard_url = Some("http://127.0.0.11:22716".into());
+        r.nodes_joined = 3;
+        let ready = stage_of(&r, None);
         assert_eq!(
-            export_lines(&r),
-            [
-                "export RAY_ADDRESS=127.0.0.11:24720",
-                "export RAY_API_SERVER_ADDRESS=http://127.0.0.11:22716",
-                "export RAY_AUTH_MODE=token",
-                "export RAY_AUTH_TOKEN_PATH=/h/.ray-hpc/clusters/c/token",
-            ]
+            (ready.stage, ready.nodes_joined, ready.nodes_expected),
+            ("ready", 3, 3)
         );
-        r.token_path = None;
-        assert!(export_lines(&r).contains(&"export RAY_AUTH_MODE=disabled".to_string()));
+        assert_eq!(
+            stage_of(&record(ClusterState::Failed), None).stage,
+            "failed"
+        );
+    }
+
+    #[test]
+    fn json_events_have_exactly_the_documented_keys() {
+        let doc = crate::cli::doc_keys::documented(include_str!("../../docs/cli-json.md"));
+        let check = |object: &str, v: &serde_json::Value| {
+            crate::cli::doc_keys::check(&doc, "docs/cli-json.md", object, v)
+        };
+        let submitted = submitted_event(&Submitted {
+            name: "c",
+            scheduler: "local",
+            job_id: "5",
+            nodes: 2,
+        });
+        check("submitted", &submitted);
+        assert_eq!(submitted["schema"], SCHEMA);
+        let stage = stage_event(
+            &stage_of(&record(ClusterState::Queued), None),
+            Duration::from_secs(1),
+        );
+        check("stage", &stage);
+        assert_eq!(stage["stage"], "queued");
+        check("note", &event("note", json!({"message": "x"})));
+        let mut r = record(ClusterState::Ready);
+        r.gcs_address = Some("127.0.0.2:1".into());
+        let ready = ready_event(&r, Duration::from_secs(3));
+        check("ready", &ready);
+        check("connection", &ready["cluster"]);
+        assert_eq!(ready["cluster"]["env"]["RAY_ADDRESS"], "127.0.0.2:1");
+        let failed = error_event(&Failure {
+            kind: FailureKind::TimeoutCancelled,
+            message: "not ready".into(),
+            record: &record(ClusterState::Failed),
+            stage: Some("queued: Priority".into()),
+        });
+        check("error", &failed);
+        assert_eq!(failed["kind"], "timeout_cancelled");
+        assert_eq!(failed["state"], "FAILED");
     }
 }
