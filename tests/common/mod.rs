@@ -418,3 +418,41 @@ pub fn lsf_standin() -> Option<LsfStandin> {
     let openlava = bin.with_file_name("bin-openlava");
     Some(LsfStandin { bin, openlava })
 }
+
+/// The Hadoop YARN test bed (yarn/testbed/up: a real ResourceManager with the services REST
+/// API, NodeManagers on their own loopback addresses).
+pub struct YarnTestbed {
+    /// The ResourceManager's web address, http://host:port.
+    pub web: String,
+}
+
+/// Brings up the YARN test bed (idempotent; it needs root, Java and Maven, and fetches Hadoop
+/// from Maven Central once). None, said on stderr, where it cannot be brought up, unless the run
+/// requires it (RAY_HPC_E2E=1), where that is a failure.
+pub fn yarn_testbed() -> Option<YarnTestbed> {
+    let root = nix::unistd::Uid::effective().is_root();
+    let tools = ["java", "mvn"]
+        .iter()
+        .all(|t| Command::new(t).arg("-version").output().is_ok());
+    let why = match (root, tools) {
+        (false, _) => "yarn/testbed/up needs root (UTS namespaces, /etc/hosts)",
+        (true, false) => "yarn/testbed/up needs java and mvn on PATH",
+        (true, true) => "",
+    };
+    assert!(why.is_empty() || !e2e_required(), "RAY_HPC_E2E=1 but {why}");
+    if !why.is_empty() {
+        eprintln!("SKIPPED: no YARN test bed: {why}");
+        return None;
+    }
+    let out = Command::new(repo().join("yarn/testbed/up"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "yarn/testbed/up: {}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let web = stdout.lines().last().unwrap_or_default().trim().to_string();
+    assert!(
+        web.starts_with("http://"),
+        "yarn/testbed/up printed {stdout:?}"
+    );
+    Some(YarnTestbed { web })
+}
