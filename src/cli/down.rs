@@ -62,7 +62,8 @@ async fn down_one(
         .chain(record.worker_jobs.iter().cloned())
         .filter(|j| !j.is_empty())
         .collect();
-    let sched = scheduler::by_name(&record.scheduler, config.scheduler_setup(&record.scheduler))?;
+    let setup = config.record_scheduler_setup(&record.scheduler, &record.scheduler_settings);
+    let sched = scheduler::by_name(&record.scheduler, setup)?;
     sched.cancel(&jobs).await?;
     wait_gone(sched.as_ref(), &jobs, timeout).await?;
     let record = dir.update(|r| {

@@ -3,6 +3,7 @@
 //! lines on stdout instead (schema `ray-hpc.up/v1`, docs/cli-json.md), for programs such as the
 //! Python package.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,10 +13,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::env::{Connection, export_lines};
+use crate::autoscaler::reconciler::JoinCommand;
 use crate::config::{self, Config};
 use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState};
 use crate::scheduler::{
-    self, JobInfo, JobRequest, JobState, OutputPath, Place, Scheduler, shell_join,
+    self, JobInfo, JobRequest, JobState, NodeKind, OutputPath, Place, Scheduler, shell_join,
 };
 
 pub const SCHEMA: &str = "ray-hpc.up/v1";
@@ -46,6 +48,10 @@ pub struct Args {
     /// GPUs per node.
     #[arg(long)]
     gpus_per_node: Option<u32>,
+    /// The ResourceManager's web address (http://HOST:8088), for schedulers reached through
+    /// one; overrides the `rm` of the scheduler's config section.
+    #[arg(long, value_name = "URL")]
+    rm: Option<String>,
     /// Print the job script and submit nothing.
     #[arg(long)]
     dry_run: bool,
@@ -80,7 +86,9 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
     super::runtime()?.block_on(up(args, config, config_path))
 }
 
-async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow::Result<i32> {
+async fn up(args: &Args, mut config: Config, config_path: Option<PathBuf>) -> anyhow::Result<i32> {
+    let overrides = command_line_settings(args);
+    config.override_scheduler_settings(Place::LoginNode, &overrides)?;
     // `auto` on a login node: the scheduler whose tools are here, else this machine.
     let scheduler = config.open_scheduler(Place::LoginNode)?;
     let name = args
@@ -121,6 +129,13 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
         output: OutputPath(dir.path.join("job.out")),
         command: shell_join(&command),
         env: scheduler::job_env(),
+        node_kinds: node_kinds(
+            args,
+            &config,
+            &name,
+            scheduler.name(),
+            config_path.as_deref(),
+        )?,
         ..Default::default()
     };
     let script = scheduler.render_job(&request)?;
@@ -132,6 +147,7 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
     let dir = ClusterDir::create(&root, &name)?;
     let mut record = ClusterRecord {
         job_output: Some(request.output.0.clone()),
+        scheduler_settings: overrides,
         ..ClusterRecord::new(
             &name,
             scheduler.name(),
@@ -180,6 +196,51 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
         return Ok(0);
     }
     wait_ready(args, &dir, scheduler.as_ref(), &job_id, &progress).await
+}
+
+/// The scheduler settings given on the command line (they outlive `up` in the record).
+fn command_line_settings(args: &Args) -> BTreeMap<String, String> {
+    args.rm
+        .iter()
+        .map(|rm| ("rm".to_string(), rm.clone()))
+        .collect()
+}
+
+/// Every kind of node the cluster may run: the `--nodes` beyond the head (node type `worker`)
+/// and each configured node type (none at first: the autoscaler adds them). Schedulers that
+/// create a cluster as one application declare them all up front.
+fn node_kinds(
+    args: &Args,
+    config: &Config,
+    name: &str,
+    scheduler: &str,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<NodeKind>> {
+    let join = JoinCommand {
+        exe: std::env::current_exe().context("cannot find the ray-hpc executable")?,
+        config_path: config_path.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.into())),
+        cluster: name.to_string(),
+        output_dir: PathBuf::new(),
+        env: Default::default(),
+        head_job_id: String::new(),
+    };
+    let allocation = (args.nodes > 1).then(|| NodeKind {
+        node_type: "worker".into(),
+        count: args.nodes - 1,
+        cpus: args.cpus_per_node,
+        gpus: args.gpus_per_node,
+        memory: args.memory,
+        command: shell_join(&join.argv(scheduler, "worker")),
+    });
+    let configured = config.node_types.iter().map(|t| NodeKind {
+        node_type: t.name.clone(),
+        count: 0,
+        cpus: Some(t.cpus),
+        gpus: Some(t.gpus),
+        memory: t.memory_bytes,
+        command: shell_join(&join.argv(scheduler, &t.name)),
+    });
+    Ok(allocation.into_iter().chain(configured).collect())
 }
 
 /// Polls the record (cheap, local) often and the scheduler (one query) every few seconds.
@@ -634,6 +695,7 @@ mod tests {
             worker_jobs: vec![],
             autoscaler_notes: vec![],
             scheduler_outage: None,
+            scheduler_settings: Default::default(),
         }
     }
 
