@@ -286,6 +286,9 @@ async fn wait_ready(
         }
         let stage_text = last_stage.as_ref().map(|s| s.text.clone());
         match record.state {
+            // A scheduler that starts a cluster as one application may start the head before
+            // the other nodes, which then join it: ready means every node asked for is in.
+            ClusterState::Ready if record.nodes_joined < args.nodes => {}
             ClusterState::Ready => {
                 progress.finish();
                 progress.ready(&record, started.elapsed());
@@ -431,7 +434,8 @@ pub fn stage_of(record: &ClusterRecord, job: Option<&JobInfo>) -> Stage {
             "ready",
             format!(
                 "ready: {}/{} node(s) joined",
-                record.nodes_joined, record.expected_nodes
+                record.nodes_joined,
+                record.expected_nodes.max(record.nodes_joined)
             ),
         ),
         (ClusterState::Ended, _) => ("ended", "ENDED".into()),
