@@ -22,7 +22,9 @@ fn yarn_rm() -> Option<String> {
         eprintln!("SKIPPED: the YARN test bed needs root");
         return None;
     }
-    let out = Command::new(repo().join("yarn/testbed/up")).output().unwrap();
+    let out = Command::new(repo().join("yarn/testbed/up"))
+        .output()
+        .unwrap();
     assert!(out.status.success(), "yarn/testbed/up: {}", text(&out));
     let stdout = String::from_utf8_lossy(&out.stdout);
     Some(stdout.lines().last().unwrap_or_default().trim().to_string())
@@ -187,7 +189,10 @@ fn a_cluster_as_a_yarn_service_grows_for_demand_shrinks_when_idle_and_goes() {
     // The grant, not the machine: one CPU and at most 2 GiB on every node.
     for n in &nodes {
         assert_eq!(n[1].as_f64(), Some(1.0), "{nodes:?}");
-        assert!(n[2].as_f64().unwrap() <= 2.0 * 1024.0 * 1024.0 * 1024.0, "{nodes:?}");
+        assert!(
+            n[2].as_f64().unwrap() <= 2.0 * 1024.0 * 1024.0 * 1024.0,
+            "{nodes:?}"
+        );
     }
     // Each at its NodeManager's address (YARN may put two containers on one host).
     for n in &nodes {
@@ -228,7 +233,11 @@ fn a_cluster_as_a_yarn_service_grows_for_demand_shrinks_when_idle_and_goes() {
         demanded.elapsed().as_secs_f64()
     );
     let (_, svc) = c.status();
-    assert_eq!(running(&svc, "ray-worker-cpu"), ["ray-worker-cpu-0"], "{svc:#}");
+    assert_eq!(
+        running(&svc, "ray-worker-cpu"),
+        ["ray-worker-cpu-0"],
+        "{svc:#}"
+    );
 
     // Idle past idle_timeout_s: drained, and exactly that instance decommissioned.
     wait_for(
@@ -279,7 +288,10 @@ fn a_service_yarn_refuses_says_why_and_leaves_nothing() {
         .unwrap();
     let said = text(&out);
     assert_eq!(out.status.code(), Some(1), "{said}");
-    assert!(said.contains("unknown queue") && said.contains("no-such-queue"), "{said}");
+    assert!(
+        said.contains("unknown queue") && said.contains("no-such-queue"),
+        "{said}"
+    );
     assert_eq!(home.cluster_record()["state"], "FAILED");
     let (code, body) = rest(&rm, "GET", "services/rh-yarn2");
     assert_eq!(code, 404, "{body}");

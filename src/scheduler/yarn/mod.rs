@@ -1,30 +1,36 @@
 //! Apache Hadoop YARN: a cluster is one YARN service, created, read, grown and ended through
-//! the ResourceManager's services REST API (`/app/v1`, simple auth with `user.name`). The
-//! head runs in component `ray-head`, workers in `ray-worker[-<type>]` components; the
-//! autoscaler flexes a worker component up by one, and takes away exactly the instance it
-//! drained (`decommissioned_instances`). yarn/fixtures/README.md gives every YARN behaviour
-//! relied on here, with its source.
+//! the ResourceManager's services REST API (`/app/v1`, simple auth with `user.name`), or the
+//! Hadoop client's `yarn app` commands where the API is off. The head runs in component
+//! `ray-head`, workers in `ray-worker[-<type>]` components; the autoscaler flexes a worker
+//! component up by one, and takes away exactly the instance it drained
+//! (`decommissioned_instances`). yarn/fixtures/README.md gives every YARN behaviour relied on
+//! here, with its source.
 //!
 //! - [`spec`]: the service spec of a cluster, and the names of its parts.
 //! - [`status`]: a service's status as ray-hpc's jobs.
+//! - [`rest`] and [`cli`]: the two ways to YARN, behind [`Api`].
 
+pub mod cli;
+pub mod rest;
 pub mod spec;
 pub mod status;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::Arc;
+use std::sync::OnceLock;
 
 use serde::Deserialize;
 
+use self::cli::Cli;
+use self::rest::{Rest, is_api_off};
 use self::spec::{Context, HEAD_COMPONENT, component_of, service_name, service_spec};
 use self::status::{JobId, Service};
-use super::command::{CommandOutput, HttpRequest};
 use super::settings::{self, SettingKey, SettingKind, SettingsSchema};
 use super::{
-    Adapter, Allocation, Env, Host, JobInfo, JobRequest, Runner, Scheduler, SchedulerError, Setup,
+    Adapter, Allocation, Env, Host, JobInfo, JobRequest, Scheduler, SchedulerError, Setup,
 };
 use crate::discovery::{GpuGrant, NodeGrant};
 
@@ -38,6 +44,8 @@ pub mod vars {
     /// The ResourceManager's web address; also read on a login node when `[yarn] rm` is unset.
     pub const RM: &str = "RAY_HPC_YARN_RM";
     pub const USER: &str = "RAY_HPC_YARN_USER";
+    /// How to reach YARN (`[yarn] api`), handed on to the containers.
+    pub const API: &str = "RAY_HPC_YARN_API";
     pub const CPUS: &str = "RAY_HPC_YARN_CPUS";
     pub const MEMORY_MB: &str = "RAY_HPC_YARN_MEMORY_MB";
     pub const GPUS: &str = "RAY_HPC_YARN_GPUS";
@@ -61,10 +69,17 @@ pub static SETTINGS: SettingsSchema = SettingsSchema {
             name: "user",
             kind: SettingKind::Text(user_problem),
         },
+        // How to reach YARN: "auto" (the REST API, else the `yarn` client when the API is
+        // off), "rest", or "cli".
+        SettingKey {
+            name: "api",
+            kind: SettingKind::Text(api_problem),
+        },
     ],
     example: "[yarn]\n\
               rm = \"http://rm.example.org:8088\"\n\
-              user = \"alice\"\n",
+              user = \"alice\"\n\
+              api = \"cli\"\n",
 };
 
 fn rm_problem(value: &str) -> Option<String> {
@@ -82,11 +97,39 @@ fn user_problem(value: &str) -> Option<String> {
     (!ok).then(|| "must be a user name (letters, digits, '.', '_', '-', '@')".to_string())
 }
 
+fn api_problem(value: &str) -> Option<String> {
+    (!["auto", "rest", "cli"].contains(&value))
+        .then(|| "must be one of auto, rest, cli".to_string())
+}
+
+/// How the adapter reaches YARN.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+enum ApiChoice {
+    /// REST, and the client for good once the ResourceManager says it has no services API.
+    #[default]
+    Auto,
+    Rest,
+    Cli,
+}
+
+impl ApiChoice {
+    fn word(self) -> &'static str {
+        match self {
+            ApiChoice::Auto => "auto",
+            ApiChoice::Rest => "rest",
+            ApiChoice::Cli => "cli",
+        }
+    }
+}
+
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct YarnSettings {
     rm: Option<String>,
     user: Option<String>,
+    #[serde(default)]
+    api: Option<ApiChoice>,
 }
 
 pub static ADAPTER: Adapter = Adapter {
@@ -98,27 +141,81 @@ pub static ADAPTER: Adapter = Adapter {
     open: |setup| Ok(Box::new(Yarn::open(setup)?)),
 };
 
-pub struct Yarn {
-    env: Env,
-    settings: YarnSettings,
-    runner: Arc<dyn Runner>,
+/// What ray-hpc does with a YARN service, whichever way it reaches YARN.
+#[async_trait::async_trait]
+pub trait Api: Send + Sync {
+    /// Creates the service from its spec (JSON, also saved in `spec_file` when given).
+    async fn create(
+        &self,
+        service: &str,
+        spec: &str,
+        spec_file: Option<&Path>,
+    ) -> Result<(), SchedulerError>;
+    /// The service's status; None when YARN does not know it.
+    async fn status(&self, service: &str) -> Result<Option<Service>, SchedulerError>;
+    /// Sets a component's number of containers.
+    async fn flex(&self, service: &str, component: &str, count: u64) -> Result<(), SchedulerError>;
+    /// Takes exactly these instances away; Ok(false) when this YARN cannot.
+    async fn decommission(
+        &self,
+        service: &str,
+        instances: &BTreeMap<&str, Vec<&str>>,
+    ) -> Result<bool, SchedulerError>;
+    /// Stops the service (stopped or gone already is fine).
+    async fn stop(&self, service: &str) -> Result<(), SchedulerError>;
+    /// Removes the stopped service from YARN (gone already is fine).
+    async fn destroy(&self, service: &str) -> Result<(), SchedulerError>;
 }
 
-/// A REST call's answer, sorted.
-enum Answer {
-    Ok(String),
-    /// The API answered that there is no such service.
-    NotFound,
-    /// HTTP 204: the API took the request and did nothing (an older YARN that lacks it).
-    NoContent,
+pub struct Yarn {
+    env: Env,
+    choice: ApiChoice,
+    rest: Rest,
+    cli: Cli,
+    /// `auto` turned to the client, once the ResourceManager said it has no services API.
+    settled_cli: OnceLock<()>,
 }
 
 impl Yarn {
     pub fn open(setup: Setup) -> Result<Self, SchedulerError> {
+        let settings: YarnSettings = settings::read(NAME, &setup.settings)?;
+        let var = |name: &str| {
+            setup
+                .env
+                .get(name)
+                .filter(|v| !v.trim().is_empty())
+                .cloned()
+        };
+        let choice = match (settings.api, var(vars::API)) {
+            (Some(choice), _) => choice,
+            (None, Some(word)) => match word.as_str() {
+                "rest" => ApiChoice::Rest,
+                "cli" => ApiChoice::Cli,
+                _ => ApiChoice::Auto,
+            },
+            (None, None) => ApiChoice::Auto,
+        };
+        let user = settings
+            .user
+            .clone()
+            .or_else(|| var(vars::USER))
+            .or_else(|| var("USER"))
+            .or_else(|| var("LOGNAME"))
+            .unwrap_or_else(|| "ray-hpc".into());
+        let rm = resolve_rm(settings.rm.clone().or_else(|| var(vars::RM)));
         Ok(Yarn {
             env: setup.env,
-            settings: settings::read(NAME, &setup.settings)?,
-            runner: setup.runner,
+            choice,
+            rest: Rest {
+                rm,
+                user: user.clone(),
+                runner: setup.runner.clone(),
+            },
+            cli: Cli {
+                user,
+                runner: setup.runner,
+            },
+            settled_cli: OnceLock::new(),
         })
     }
 
@@ -129,92 +226,60 @@ impl Yarn {
             .filter(|v| !v.trim().is_empty())
     }
 
-    /// The ResourceManager's web address, without a trailing slash.
-    fn rm(&self) -> Result<String, SchedulerError> {
-        let rm = self
-            .settings
-            .rm
-            .as_deref()
-            .or_else(|| self.var(vars::RM))
-            .ok_or_else(|| SchedulerError::BadSettings {
-                section: NAME.into(),
-                why: format!(
-                    "no ResourceManager address: set `rm = \"http://HOST:8088\"` in [yarn], \
-                     pass `ray-hpc up --rm URL`, or export {}",
-                    vars::RM
-                ),
-            })?;
-        if let Some(why) = rm_problem(rm) {
-            return Err(SchedulerError::BadSettings {
-                section: NAME.into(),
-                why: format!("rm = {rm:?} {why}"),
-            });
+    /// The way to YARN for the next call: None means REST first, the client if the API is off.
+    fn api(&self) -> Option<&dyn Api> {
+        match self.choice {
+            ApiChoice::Rest => Some(&self.rest),
+            ApiChoice::Cli => Some(&self.cli),
+            ApiChoice::Auto if self.settled_cli.get().is_some() => Some(&self.cli),
+            ApiChoice::Auto => None,
         }
-        Ok(rm.trim_end_matches('/').to_string())
     }
 
-    /// The user the services run as.
-    fn user(&self) -> String {
-        self.settings
-            .user
-            .as_deref()
-            .or_else(|| self.var(vars::USER))
-            .or_else(|| self.var("USER"))
-            .or_else(|| self.var("LOGNAME"))
-            .unwrap_or("ray-hpc")
-            .to_string()
+    /// Whether `auto` may turn to the client after this REST error.
+    fn turn_to_cli(&self, e: &SchedulerError) -> bool {
+        if self.choice == ApiChoice::Auto && is_api_off(e) && super::on_path("yarn", &self.env) {
+            tracing::info!("the ResourceManager has no services REST API; using `yarn app`");
+            let _ = self.settled_cli.set(());
+            true
+        } else {
+            false
+        }
     }
+}
 
-    fn url(&self, path: &str) -> Result<String, SchedulerError> {
-        Ok(format!(
-            "{}/app/v1/{path}?user.name={}",
-            self.rm()?,
-            self.user()
-        ))
-    }
-
-    async fn call(
-        &self,
-        method: &'static str,
-        path: &str,
-        body: Option<String>,
-    ) -> Result<Answer, SchedulerError> {
-        let req = HttpRequest {
-            method,
-            url: self.url(path)?,
-            body,
-        };
-        let out = self.runner.http(&req).await?;
-        sort_answer(&req, &out)
-    }
-
-    /// The service's status; None when YARN does not know it.
-    async fn service(&self, name: &str) -> Result<Option<Service>, SchedulerError> {
-        let path = format!("services/{name}");
-        match self.call("GET", &path, None).await? {
-            Answer::Ok(body) => {
-                serde_json::from_str(&body)
-                    .map(Some)
-                    .map_err(|e| SchedulerError::BadOutput {
-                        command: format!("GET {}", self.url(&path).unwrap_or(path.clone())),
-                        why: format!("not a YARN service's status: {e}"),
-                    })
+/// Runs one operation on the way to YARN `api()` chose, or on REST and then (when the
+/// ResourceManager has no services API and the client is here) on the client.
+macro_rules! on_yarn {
+    ($yarn:expr, |$api:ident| $call:expr) => {{
+        match $yarn.api() {
+            Some($api) => $call.await,
+            None => {
+                let $api: &dyn Api = &$yarn.rest;
+                match $call.await {
+                    Err(e) if $yarn.turn_to_cli(&e) => {
+                        let $api: &dyn Api = &$yarn.cli;
+                        $call.await
+                    }
+                    other => other,
+                }
             }
-            Answer::NotFound => Ok(None),
-            Answer::NoContent => Ok(None),
         }
+    }};
+}
+
+impl Yarn {
+    async fn status(&self, service: &str) -> Result<Option<Service>, SchedulerError> {
+        on_yarn!(self, |api| api.status(service))
     }
 
     /// Creates the cluster's service; its name is the cluster's job id.
     async fn create(&self, spec_json: &str, req: &JobRequest) -> Result<String, SchedulerError> {
         let name = service_name(&req.name)?;
-        match self
-            .call("POST", "services", Some(spec_json.to_string()))
-            .await?
-        {
-            Answer::Ok(_) | Answer::NoContent => Ok(name),
-            Answer::NotFound => Err(api_off(&self.url("services")?)),
-        }
+        let spec_file = save_spec(spec_json, req);
+        let file = spec_file.as_deref();
+        on_yarn!(self, |api| api.create(&name, spec_json, file))?;
+        Ok(name)
     }
 
     /// Adds one node of `node_type` to a running cluster: flexes its component up by one and
@@ -223,11 +288,11 @@ impl Yarn {
         let service = service_name(&req.name)?;
         let component = component_of(node_type);
         let refused = |message: String| SchedulerError::Refused {
-            command: format!("PUT services/{service}/components/{component}"),
+            command: format!("flex {service}/{component}"),
             message,
         };
         let status = self
-            .service(&service)
+            .status(&service)
             .await?
             .ok_or_else(|| refused(format!("YARN has no service {service}")))?;
         let comp = status.component(&component).ok_or_else(|| {
@@ -238,30 +303,15 @@ impl Yarn {
             ))
         })?;
         let instance = comp.next_instance();
-        let body = serde_json::json!({
-            "number_of_containers": comp.number_of_containers.unwrap_or(0) + 1
-        });
-        let path = format!("services/{service}/components/{component}");
-        match self.call("PUT", &path, Some(body.to_string())).await? {
-            Answer::Ok(_) | Answer::NoContent => Ok(format!("{service}:{instance}")),
-            Answer::NotFound => Err(refused(format!("YARN has no service {service}"))),
-        }
+        let count = comp.number_of_containers.unwrap_or(0) + 1;
+        on_yarn!(self, |api| api.flex(&service, &component, count))?;
+        Ok(format!("{service}:{instance}"))
     }
 
     /// Stops the service, then removes it (and its saved spec) from YARN.
-    async fn destroy(&self, service: &str) -> Result<(), SchedulerError> {
-        let path = format!("services/{service}");
-        let stop = serde_json::json!({ "state": "STOPPED" }).to_string();
-        match self.call("PUT", &path, Some(stop)).await {
-            // Already stopped, or gone: the destroy below settles it.
-            Ok(_) | Err(SchedulerError::Refused { .. }) => {}
-            Err(e) => return Err(e),
-        }
-        match self.call("DELETE", &path, None).await {
-            Ok(_) => Ok(()),
-            Err(SchedulerError::Refused { message, .. }) if says_gone(&message) => Ok(()),
-            Err(e) => Err(e),
-        }
+    async fn end(&self, service: &str) -> Result<(), SchedulerError> {
+        on_yarn!(self, |api| api.stop(service))?;
+        on_yarn!(self, |api| api.destroy(service))
     }
 
     /// Takes these instances out of the service: exactly these, by decommissioning them
@@ -282,21 +332,10 @@ impl Yarn {
                 by_component.entry(component).or_default().push(instance);
             }
         }
-        let components: Vec<serde_json::Value> = by_component
-            .iter()
-            .map(|(name, names)| {
-                serde_json::json!({ "name": name, "decommissioned_instances": names })
-            })
-            .collect();
-        let body = serde_json::json!({ "components": components }).to_string();
-        match self
-            .call("PUT", &format!("services/{service}"), Some(body))
-            .await
-        {
-            Ok(Answer::Ok(_)) | Ok(Answer::NotFound) => Ok(()),
-            Ok(Answer::NoContent) => self.flex_down(service, &by_component).await,
-            Err(SchedulerError::Refused { message, .. }) if says_gone(&message) => Ok(()),
-            Err(e) => Err(e),
+        if on_yarn!(self, |api| api.decommission(service, &by_component))? {
+            Ok(())
+        } else {
+            self.flex_down(service, &by_component).await
         }
     }
 
@@ -307,7 +346,7 @@ impl Yarn {
         service: &str,
         by_component: &BTreeMap<&str, Vec<&str>>,
     ) -> Result<(), SchedulerError> {
-        let Some(status) = self.service(service).await? else {
+        let Some(status) = self.status(service).await? else {
             return Ok(());
         };
         for (name, names) in by_component {
@@ -324,7 +363,7 @@ impl Yarn {
                 .collect();
             if !names.iter().all(|n| newest.iter().any(|x| x == n)) {
                 return Err(SchedulerError::Refused {
-                    command: format!("PUT services/{service}"),
+                    command: format!("flex {service}/{name}"),
                     message: format!(
                         "this YARN cannot decommission chosen instances (Hadoop 3.3+ can), and \
                          {} are not its newest {name} instances, which a flex down would take",
@@ -332,84 +371,43 @@ impl Yarn {
                     ),
                 });
             }
-            let n = comp.number_of_containers.unwrap_or(0);
-            let body = serde_json::json!({
-                "number_of_containers": n.saturating_sub(names.len() as u64)
-            });
-            self.call(
-                "PUT",
-                &format!("services/{service}/components/{name}"),
-                Some(body.to_string()),
-            )
-            .await?;
+            let count = comp
+                .number_of_containers
+                .unwrap_or(0)
+                .saturating_sub(names.len() as u64);
+            on_yarn!(self, |api| api.flex(service, name, count))?;
         }
         Ok(())
     }
 }
 
-/// Sorts an HTTP answer: success, "no such service", or an error carrying YARN's words.
-fn sort_answer(req: &HttpRequest, out: &CommandOutput) -> Result<Answer, SchedulerError> {
-    let command = format!("{} {}", req.method, req.url);
-    let code = out.code.unwrap_or(0);
-    let diagnostics = diagnostics_of(&out.stdout);
-    match code {
-        204 => Ok(Answer::NoContent),
-        200..=299 => Ok(Answer::Ok(out.stdout.clone())),
-        404 if diagnostics.is_some() => Ok(Answer::NotFound),
-        404 => Err(api_off(&req.url)),
-        401 | 403 => Err(SchedulerError::Refused {
-            command,
-            message: format!(
-                "HTTP {code}: the ResourceManager wants an authenticated user{}; ray-hpc speaks \
-                 simple auth (user.name); Kerberos (SPNEGO) clusters are not supported yet",
-                diagnostics.map(|d| format!(" ({d})")).unwrap_or_default()
-            ),
-        }),
-        400..=599 => Err(SchedulerError::Refused {
-            command,
-            message: diagnostics.unwrap_or_else(|| format!("HTTP {code}: {}", short(&out.stdout))),
-        }),
-        _ => Err(SchedulerError::BadOutput {
-            command,
-            why: format!("HTTP {code}: {}", short(&out.stdout)),
-        }),
+/// The ResourceManager's address without a trailing slash, or why there is none.
+fn resolve_rm(rm: Option<String>) -> Result<String, String> {
+    let rm = rm.ok_or_else(|| {
+        format!(
+            "no ResourceManager address: set `rm = \"http://HOST:8088\"` in [yarn], pass \
+             `ray-hpc up --rm URL`, or export {}",
+            vars::RM
+        )
+    })?;
+    match rm_problem(&rm) {
+        Some(why) => Err(format!("rm = {rm:?} {why}")),
+        None => Ok(rm.trim_end_matches('/').to_string()),
     }
 }
 
-/// YARN's own words in an error answer (`{"diagnostics": "..."}`).
-fn diagnostics_of(body: &str) -> Option<String> {
-    #[derive(Deserialize)]
-    struct Status {
-        diagnostics: Option<String>,
+/// Saves the spec next to the cluster's record (the `yarn app -launch` client takes a file;
+/// it also shows what was asked for). None when there is no such place.
+fn save_spec(spec_json: &str, req: &JobRequest) -> Option<PathBuf> {
+    let dir = req.output.0.parent().filter(|d| d.is_dir())?;
+    let path = dir.join("yarn-service.json");
+    match std::fs::write(&path, spec_json) {
+        Ok(()) => Some(path),
+        Err(e) => {
+            tracing::warn!("cannot save the service spec to {}: {e}", path.display());
+            None
+        }
     }
-    serde_json::from_str::<Status>(body)
-        .ok()
-        .and_then(|s| s.diagnostics)
-        .filter(|d| !d.trim().is_empty())
-}
-
-fn short(text: &str) -> String {
-    let one_line: String = text.split_whitespace().collect::<Vec<_>>().join(" ");
-    if one_line.chars().count() > 300 {
-        format!("{}...", one_line.chars().take(300).collect::<String>())
-    } else {
-        one_line
-    }
-}
-
-fn says_gone(message: &str) -> bool {
-    let m = message.to_ascii_lowercase();
-    m.contains("doesn't exist") || m.contains("not found") || m.contains("already stopped")
-}
-
-/// The error for a ResourceManager that does not serve the services API.
-fn api_off(url: &str) -> SchedulerError {
-    SchedulerError::Command(super::CommandError::Spawn {
-        command: url.split('?').next().unwrap_or(url).to_string(),
-        why: "the ResourceManager does not serve the YARN services REST API (/app/v1): its \
-              administrator enables it with yarn.webapp.api-service.enable=true in yarn-site.xml"
-            .into(),
-    })
 }
 
 fn bad(variable: &str, value: &str, why: &str) -> SchedulerError {
@@ -521,13 +519,23 @@ impl Scheduler for Yarn {
                 "add_containers": 1,
             })),
             None => {
-                let rm = self.rm()?;
-                let user = self.user();
+                // The client finds the ResourceManager itself; REST needs its address.
+                let rm = match (&self.rest.rm, self.choice) {
+                    (Ok(rm), _) => Some(rm.as_str()),
+                    (Err(_), ApiChoice::Cli) => None,
+                    (Err(why), _) => {
+                        return Err(SchedulerError::BadSettings {
+                            section: NAME.into(),
+                            why: why.clone(),
+                        });
+                    }
+                };
                 let spec = service_spec(
                     req,
                     &Context {
-                        rm: &rm,
-                        user: &user,
+                        rm,
+                        user: &self.rest.user,
+                        api: self.choice.word(),
                     },
                 )?;
                 serde_json::to_string_pretty(&spec)
@@ -549,7 +557,7 @@ impl Scheduler for Yarn {
         let ids = parse_ids(job_ids)?;
         let mut jobs = Vec::new();
         for (service, ids) in by_service(&ids) {
-            let Some(status) = self.service(service).await? else {
+            let Some(status) = self.status(service).await? else {
                 continue;
             };
             jobs.extend(ids.iter().filter_map(|id| status.instance_job(id)));
@@ -562,7 +570,7 @@ impl Scheduler for Yarn {
             return Ok(vec![]);
         };
         Ok(self
-            .service(&service)
+            .status(&service)
             .await?
             .map(|s| s.job(&service))
             .into_iter()
@@ -573,7 +581,7 @@ impl Scheduler for Yarn {
         let ids = parse_ids(job_ids)?;
         for (service, ids) in by_service(&ids) {
             if ids.iter().any(|id| matches!(id, JobId::Service(_))) {
-                self.destroy(service).await?;
+                self.end(service).await?;
             } else {
                 self.remove_instances(service, &ids).await?;
             }

@@ -25,8 +25,11 @@ const MAX_NAME: usize = 63;
 
 /// What the spec's environment tells the containers (beyond the job's own environment).
 pub struct Context<'a> {
-    pub rm: &'a str,
+    /// The ResourceManager's web address, when known (the `yarn` client does without).
+    pub rm: Option<&'a str>,
     pub user: &'a str,
+    /// How the containers reach YARN (`[yarn] api`).
+    pub api: &'a str,
 }
 
 #[derive(Debug, Serialize)]
@@ -172,8 +175,11 @@ fn refuse_what_yarn_lacks(req: &JobRequest) -> Result<(), SchedulerError> {
 fn env(req: &JobRequest, ctx: &Context, service: &str) -> BTreeMap<String, String> {
     let mut env = req.env.clone();
     env.insert(vars::SERVICE.into(), service.into());
-    env.insert(vars::RM.into(), ctx.rm.into());
+    if let Some(rm) = ctx.rm {
+        env.insert(vars::RM.into(), rm.into());
+    }
     env.insert(vars::USER.into(), ctx.user.into());
+    env.insert(vars::API.into(), ctx.api.into());
     // The services framework fills in this token for each container.
     env.insert(vars::INSTANCE.into(), "${COMPONENT_INSTANCE_NAME}".into());
     env
@@ -283,8 +289,9 @@ mod tests {
             ..Default::default()
         };
         let ctx = Context {
-            rm: "http://rm:8088",
+            rm: Some("http://rm:8088"),
             user: "u",
+            api: "auto",
         };
         let err = service_spec(&req, &ctx).unwrap_err().to_string();
         assert!(err.contains("ray-worker-big-mem"), "{err}");
