@@ -13,21 +13,7 @@ use common::*;
 
 /// The test bed's ResourceManager, brought up if it is not (None: no test bed here).
 fn yarn_rm() -> Option<String> {
-    let root = nix::unistd::Uid::effective().is_root();
-    if !root || !repo().join("yarn/testbed/up").exists() {
-        assert!(
-            !e2e_required(),
-            "RAY_HPC_E2E=1 but the YARN test bed cannot run here (root needed)"
-        );
-        eprintln!("SKIPPED: the YARN test bed needs root");
-        return None;
-    }
-    let out = Command::new(repo().join("yarn/testbed/up"))
-        .output()
-        .unwrap();
-    assert!(out.status.success(), "yarn/testbed/up: {}", text(&out));
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    Some(stdout.lines().last().unwrap_or_default().trim().to_string())
+    yarn_testbed().map(|t| t.web)
 }
 
 /// One REST call to the ResourceManager: (HTTP status, body).
@@ -70,6 +56,16 @@ struct YarnCluster<'a> {
     rm: String,
     name: String,
     env: Vec<(String, String)>,
+}
+
+impl Drop for YarnCluster<'_> {
+    /// However the test ends, YARN keeps no service of it (a failed one would keep its name).
+    fn drop(&mut self) {
+        let service = format!("services/{}", self.service());
+        if self.status().0 == 200 {
+            let _ = rest(&self.rm, "DELETE", &service);
+        }
+    }
 }
 
 impl<'a> YarnCluster<'a> {

@@ -333,8 +333,13 @@ async fn wait_ready(
             let how = job
                 .as_ref()
                 .map(|j| j.state.to_string())
-                .unwrap_or_else(|| "gone".into());
-            let message = format!("job {job_id} ended ({how}) before the cluster was ready");
+                .unwrap_or_else(|| "is gone".into());
+            let message = format!("job {job_id} {how} before the cluster was ready");
+            // What the scheduler keeps of an ended job (a YARN service's spec and name) goes
+            // too; for a batch job that is gone already this asks nothing of anyone.
+            if let Err(e) = scheduler.cancel(&[job_id.to_string()]).await {
+                tracing::warn!("could not clean up job {job_id}: {e}");
+            }
             dir.update(|r| {
                 r.state = ClusterState::Failed;
                 r.message = Some(message.clone());

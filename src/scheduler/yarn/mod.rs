@@ -536,6 +536,7 @@ impl Scheduler for Yarn {
                         rm,
                         user: &self.rest.user,
                         api: self.choice.word(),
+                        path: self.var("PATH"),
                     },
                 )?;
                 serde_json::to_string_pretty(&spec)

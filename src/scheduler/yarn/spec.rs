@@ -30,6 +30,9 @@ pub struct Context<'a> {
     pub user: &'a str,
     /// How the containers reach YARN (`[yarn] api`).
     pub api: &'a str,
+    /// The submitter's PATH: YARN starts containers with a bare environment, and ray-hpc and
+    /// Ray are at the same paths on every host (a shared software stack).
+    pub path: Option<&'a str>,
 }
 
 #[derive(Debug, Serialize)]
@@ -180,6 +183,9 @@ fn env(req: &JobRequest, ctx: &Context, service: &str) -> BTreeMap<String, Strin
     }
     env.insert(vars::USER.into(), ctx.user.into());
     env.insert(vars::API.into(), ctx.api.into());
+    if let Some(path) = ctx.path {
+        env.insert("PATH".into(), path.into());
+    }
     // The services framework fills in this token for each container.
     env.insert(vars::INSTANCE.into(), "${COMPONENT_INSTANCE_NAME}".into());
     env
@@ -292,6 +298,7 @@ mod tests {
             rm: Some("http://rm:8088"),
             user: "u",
             api: "auto",
+            path: None,
         };
         let err = service_spec(&req, &ctx).unwrap_err().to_string();
         assert!(err.contains("ray-worker-big-mem"), "{err}");
