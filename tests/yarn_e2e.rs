@@ -56,6 +56,8 @@ struct YarnCluster<'a> {
     rm: String,
     name: String,
     env: Vec<(String, String)>,
+    /// PATH for ray-hpc's commands (with the Hadoop client, for `Way::Cli`).
+    path: String,
 }
 
 impl Drop for YarnCluster<'_> {
@@ -78,7 +80,11 @@ impl<'a> YarnCluster<'a> {
     }
 
     fn ray_hpc(&self, args: &[&str]) -> Output {
-        self.home.command(args).output().unwrap()
+        self.home
+            .command(args)
+            .env("PATH", &self.path)
+            .output()
+            .unwrap()
     }
 
     /// Every container log of the service's application on the test bed's NodeManagers.
@@ -133,40 +139,65 @@ fn alive_nodes(c: &YarnCluster) -> Option<Vec<serde_json::Value>> {
     serde_json::from_str(line).ok()
 }
 
+/// How ray-hpc reaches YARN in a test.
+#[derive(Clone, Copy)]
+enum Way {
+    /// The services REST API, the address from `up --rm`.
+    Rest,
+    /// The Hadoop client (`yarn app`, which the test bed's speaks RPC with), `[yarn] api =
+    /// "cli"`, no address given.
+    Cli,
+}
+
 #[test]
 fn a_cluster_as_a_yarn_service_grows_for_demand_shrinks_when_idle_and_goes() {
+    grows_for_demand_shrinks_when_idle_and_goes(Way::Rest, "yarn1");
+}
+
+#[test]
+fn the_same_through_the_hadoop_client() {
+    grows_for_demand_shrinks_when_idle_and_goes(Way::Cli, "yarn3");
+}
+
+fn grows_for_demand_shrinks_when_idle_and_goes(way: Way, name: &str) {
     let Some(rm) = yarn_rm() else { return };
     let home = TestHome::new();
-    let cfg = home.write("yarn.toml", CONFIG);
-    let name = "yarn1";
+    let (config, path) = match way {
+        Way::Rest => (CONFIG.to_string(), test_path()),
+        Way::Cli => (
+            CONFIG.replace("[yarn]\n", "[yarn]\napi = \"cli\"\n"),
+            format!("/var/lib/ray-hpc-yarn/bin:{}", test_path()),
+        ),
+    };
+    let cfg = home.write("yarn.toml", &config);
     let started = Instant::now();
-    let out = home
-        .command(&[
-            "--config",
-            cfg.to_str().unwrap(),
-            "--scheduler",
-            "yarn",
-            "up",
-            "--rm",
-            &rm,
-            "--name",
-            name,
-            "--nodes",
-            "3",
-            "--cpus-per-node",
-            "1",
-            "--memory",
-            "2G",
-            "--time",
-            "30m",
-        ])
-        .output()
-        .unwrap();
+    let mut args = vec![
+        "--config",
+        cfg.to_str().unwrap(),
+        "--scheduler",
+        "yarn",
+        "up",
+        "--name",
+        name,
+        "--nodes",
+        "3",
+        "--cpus-per-node",
+        "1",
+        "--memory",
+        "2G",
+        "--time",
+        "30m",
+    ];
+    if let Way::Rest = way {
+        args.extend(["--rm", &rm]);
+    }
+    let out = home.command(&args).env("PATH", &path).output().unwrap();
     let c = YarnCluster {
         home: &home,
         rm: rm.clone(),
         name: name.into(),
         env: exports(&String::from_utf8_lossy(&out.stdout)),
+        path,
     };
     assert!(out.status.success(), "{}\n{}", text(&out), c.logs());
     eprintln!("up to ready: {:.1}s", started.elapsed().as_secs_f64());

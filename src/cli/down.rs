@@ -66,8 +66,10 @@ async fn down_one(
     let sched = scheduler::by_name(&record.scheduler, setup)?;
     sched.cancel(&jobs).await?;
     wait_gone(sched.as_ref(), &jobs, timeout).await?;
+    // The cluster was up when `down` began, so however its head went since (a scheduler that
+    // kills it before its teardown is done has its watchdog mark it FAILED), it ended here.
     let record = dir.update(|r| {
-        if !r.state.is_over() {
+        if r.state != ClusterState::Ended {
             r.state = ClusterState::Ended;
             r.message = Some("ended by `ray-hpc down`".into());
         }

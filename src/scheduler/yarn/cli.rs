@@ -15,6 +15,8 @@ use super::status::Service;
 
 /// The client's exit code for "no such service" (`LauncherExitCodes.EXIT_NOT_FOUND`).
 const EXIT_NOT_FOUND: i32 = 44;
+/// What `-stop` of a stopped service exits with, silently, when the client speaks RPC.
+const EXIT_ALREADY_STOPPED: i32 = 40;
 
 pub struct Cli {
     pub user: String,
@@ -100,12 +102,19 @@ impl Api for Cli {
                 Err(refused(&spec, why))
             };
         }
-        // The JSON is the answer; a client may log lines before it.
-        let json = out
-            .stdout
-            .find('{')
-            .map(|at| &out.stdout[at..])
-            .unwrap_or_default();
+        // The JSON is the answer; a client may log lines before it. A client that goes
+        // through the REST API says "Service X not found" and exits 0.
+        let Some(at) = out.stdout.find('{') else {
+            return if says_gone(&out.stdout) {
+                Ok(None)
+            } else {
+                Err(SchedulerError::BadOutput {
+                    command: spec.to_string(),
+                    why: format!("no service status in {:?}", short(&out.stdout)),
+                })
+            };
+        };
+        let json = &out.stdout[at..];
         serde_json::from_str(json)
             .map(Some)
             .map_err(|e| SchedulerError::BadOutput {
@@ -144,7 +153,12 @@ impl Api for Cli {
         let args = ["-stop", service];
         match self.act(&args).await? {
             Ok(()) => Ok(()),
-            Err(why) if says_gone(&why) || why.starts_with(&format!("exit {EXIT_NOT_FOUND}:")) => {
+            Err(why)
+                if says_gone(&why)
+                    || [EXIT_NOT_FOUND, EXIT_ALREADY_STOPPED]
+                        .iter()
+                        .any(|code| why.starts_with(&format!("exit {code}:"))) =>
+            {
                 Ok(())
             }
             Err(why) => Err(refused(&self.spec(&args), why)),

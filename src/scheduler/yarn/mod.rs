@@ -69,8 +69,8 @@ pub static SETTINGS: SettingsSchema = SettingsSchema {
             name: "user",
             kind: SettingKind::Text(user_problem),
         },
-        // How to reach YARN: "auto" (the REST API, else the `yarn` client when the API is
-        // off), "rest", or "cli".
+        // How to reach YARN: "auto" (the REST API; the `yarn` client when the API is off or
+        // no address is known), "rest", or "cli".
         SettingKey {
             name: "api",
             kind: SettingKind::Text(api_problem),
@@ -227,11 +227,15 @@ impl Yarn {
     }
 
     /// The way to YARN for the next call: None means REST first, the client if the API is off.
+    /// `auto` without a ResourceManager address takes the client when it is installed.
     fn api(&self) -> Option<&dyn Api> {
         match self.choice {
             ApiChoice::Rest => Some(&self.rest),
             ApiChoice::Cli => Some(&self.cli),
             ApiChoice::Auto if self.settled_cli.get().is_some() => Some(&self.cli),
+            ApiChoice::Auto if self.rest.rm.is_err() && super::on_path("yarn", &self.env) => {
+                Some(&self.cli)
+            }
             ApiChoice::Auto => None,
         }
     }
@@ -523,6 +527,7 @@ impl Scheduler for Yarn {
                 let rm = match (&self.rest.rm, self.choice) {
                     (Ok(rm), _) => Some(rm.as_str()),
                     (Err(_), ApiChoice::Cli) => None,
+                    (Err(_), ApiChoice::Auto) if super::on_path("yarn", &self.env) => None,
                     (Err(why), _) => {
                         return Err(SchedulerError::BadSettings {
                             section: NAME.into(),
