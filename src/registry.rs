@@ -131,6 +131,10 @@ pub struct ClusterRecord {
     /// Set while the autoscaler cannot get answers from the scheduler.
     #[serde(default)]
     pub scheduler_outage: Option<SchedulerOutage>,
+    /// Scheduler settings given on `up`'s command line (the ResourceManager's address): they
+    /// win over the config's section for everything that reaches this cluster's scheduler.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub scheduler_settings: BTreeMap<String, String>,
 }
 
 /// The autoscaler cannot get answers from the scheduler: what failed, since when, and when it
@@ -185,6 +189,7 @@ impl ClusterRecord {
             worker_jobs: vec![],
             autoscaler_notes: vec![],
             scheduler_outage: None,
+            scheduler_settings: BTreeMap::new(),
         }
     }
 }
@@ -464,6 +469,7 @@ mod tests {
             worker_jobs: vec![],
             autoscaler_notes: vec![],
             scheduler_outage: None,
+            scheduler_settings: BTreeMap::new(),
         }
     }
 

@@ -103,6 +103,7 @@ fn fake_cluster(home: &TestHome, name: &str, state: ClusterState, temp_dir: &str
         worker_jobs: vec![],
         autoscaler_notes: vec![],
         scheduler_outage: None,
+        scheduler_settings: Default::default(),
     })
     .unwrap();
     dir

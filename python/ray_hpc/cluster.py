@@ -63,6 +63,8 @@ class Cluster:
         time: walltime: ``"2:00:00"``, ``"90m"``, ``"1d 12h"``, minutes, or a timedelta.
         partition: the partition (queue) to submit to.
         account: the account (project) to charge.
+        rm: the YARN ResourceManager's web address (``"http://rm:8088"``), for
+            ``scheduler="yarn"`` when the config does not name it.
         scheduler: ``"auto"`` (the scheduler whose tools are installed here, else this machine
             alone) or any name ``ray-hpc --scheduler`` accepts (``ray-hpc --help`` lists them).
         config: a ray-hpc config file (default: ``$RAY_HPC_CONFIG``, else
@@ -93,6 +95,7 @@ class Cluster:
         time: Optional[Walltime] = None,
         partition: Optional[str] = None,
         account: Optional[str] = None,
+        rm: Optional[str] = None,
         scheduler: str = "auto",
         config: Optional[PathArg] = None,
         timeout: float = 900,
@@ -113,6 +116,7 @@ class Cluster:
             time=time,
             partition=partition,
             account=account,
+            rm=rm,
             timeout=timeout,
             cancel_on_timeout=cancel_on_timeout,
         )
@@ -301,6 +305,7 @@ def _up_args(
     time: Optional[Walltime],
     partition: Optional[str],
     account: Optional[str],
+    rm: Optional[str],
     timeout: float,
     cancel_on_timeout: bool,
 ) -> List[str]:
@@ -313,6 +318,7 @@ def _up_args(
         "--time": None if time is None else _walltime(time),
         "--partition": partition,
         "--account": account,
+        "--rm": rm,
     }
     for flag, value in optional.items():
         if value is not None:

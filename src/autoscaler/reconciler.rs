@@ -36,6 +36,28 @@ pub struct JoinCommand {
     pub head_job_id: String,
 }
 
+impl JoinCommand {
+    /// The command line that joins one node of `node_type` to this cluster.
+    pub fn argv(&self, scheduler: &str, node_type: &str) -> Vec<String> {
+        let mut argv = vec![
+            self.exe.display().to_string(),
+            "--scheduler".into(),
+            scheduler.into(),
+        ];
+        if let Some(p) = &self.config_path {
+            argv.extend(["--config".into(), p.display().to_string()]);
+        }
+        argv.extend([
+            "agent".into(),
+            "--join".into(),
+            self.cluster.clone(),
+            "--node-type".into(),
+            node_type.into(),
+        ]);
+        argv
+    }
+}
+
 /// What the autoscaler needs from Ray besides the cluster's state: drains and reports.
 #[async_trait::async_trait]
 pub trait RayControl: Send + Sync {
@@ -431,18 +453,7 @@ impl Reconciler {
 
     /// The job request of a worker of type `t`.
     fn job_request(&self, t: &NodeTypeConfig) -> JobRequest {
-        let mut command = vec![self.join.exe.display().to_string()];
-        command.extend(["--scheduler".into(), self.scheduler.name().into()]);
-        if let Some(p) = &self.join.config_path {
-            command.extend(["--config".into(), p.display().to_string()]);
-        }
-        command.extend([
-            "agent".into(),
-            "--join".into(),
-            self.join.cluster.clone(),
-            "--node-type".into(),
-            t.name.clone(),
-        ]);
+        let command = self.join.argv(self.scheduler.name(), &t.name);
         JobRequest {
             // Every job of the cluster carries its name, so one query finds them all.
             name: format!("rh-{}", self.join.cluster),
@@ -463,6 +474,8 @@ impl Reconciler {
             directives: t.extra_directives.clone(),
             command: shell_join(&command),
             env: self.join.env.clone(),
+            node_type: Some(t.name.clone()),
+            node_kinds: vec![],
         }
     }
 

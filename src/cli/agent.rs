@@ -2,7 +2,7 @@
 //! (`--control URL`, the secret in the environment), or by a worker job of an autoscaled cluster
 //! (`--join NAME`, address and secret from the registry).
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use anyhow::{Context, anyhow};
 
@@ -26,6 +26,38 @@ pub struct Args {
     node_type: String,
 }
 
+/// The head agent's control address and the secret of the cluster `name`, from the registry.
+/// A node may start before its head (a scheduler that starts a whole application at once):
+/// it waits up to `wait` for the head to publish its address.
+fn join_target(name: &str, wait: Duration) -> anyhow::Result<(String, String)> {
+    let dir = ClusterDir::open_existing(&registry::root()?, name)?;
+    let deadline = Instant::now() + wait;
+    let control = loop {
+        let record = dir.load()?;
+        if record.state.is_over() {
+            return Err(anyhow!(
+                "cluster {name} is {:?}; there is nothing to join",
+                record.state
+            ));
+        }
+        if let Some(control) = record.control_address {
+            break control;
+        }
+        if Instant::now() >= deadline {
+            return Err(anyhow!(
+                "cluster {name} has no control address after {}s (state {:?}): its head is not \
+                 up; see `ray-hpc status {name}`",
+                wait.as_secs(),
+                record.state
+            ));
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    };
+    let secret = std::fs::read_to_string(dir.token_path())
+        .with_context(|| format!("reading the secret of cluster {name}"))?;
+    Ok((format!("http://{control}"), secret.trim().to_string()))
+}
+
 pub fn run(args: &Args, config: Config) -> anyhow::Result<i32> {
     let (control, secret, node_type) = match (&args.control, &args.join) {
         (Some(control), _) => {
@@ -35,27 +67,9 @@ pub fn run(args: &Args, config: Config) -> anyhow::Result<i32> {
             (control.clone(), secret, None)
         }
         (None, Some(name)) => {
-            let dir = ClusterDir::open_existing(&registry::root()?, name)?;
-            let record = dir.load()?;
-            if record.state.is_over() {
-                return Err(anyhow!(
-                    "cluster {name} is {:?}; there is nothing to join",
-                    record.state
-                ));
-            }
-            let control = record.control_address.ok_or_else(|| {
-                anyhow!(
-                    "cluster {name} has no control address yet (state {:?}); its head is not up",
-                    record.state
-                )
-            })?;
-            let secret = std::fs::read_to_string(dir.token_path())
-                .with_context(|| format!("reading the secret of cluster {name}"))?;
-            (
-                format!("http://{control}"),
-                secret.trim().to_string(),
-                Some(args.node_type.clone()),
-            )
+            let wait = Duration::from_secs(config.ready_timeout_s);
+            let (control, secret) = join_target(name, wait)?;
+            (control, secret, Some(args.node_type.clone()))
         }
         (None, None) => unreachable!("clap requires --control or --join"),
     };

@@ -62,11 +62,14 @@ async fn down_one(
         .chain(record.worker_jobs.iter().cloned())
         .filter(|j| !j.is_empty())
         .collect();
-    let sched = scheduler::by_name(&record.scheduler, config.scheduler_setup(&record.scheduler))?;
+    let setup = config.record_scheduler_setup(&record.scheduler, &record.scheduler_settings);
+    let sched = scheduler::by_name(&record.scheduler, setup)?;
     sched.cancel(&jobs).await?;
     wait_gone(sched.as_ref(), &jobs, timeout).await?;
+    // The cluster was up when `down` began, so however its head went since (a scheduler that
+    // kills it before its teardown is done has its watchdog mark it FAILED), it ended here.
     let record = dir.update(|r| {
-        if !r.state.is_over() {
+        if r.state != ClusterState::Ended {
             r.state = ClusterState::Ended;
             r.message = Some("ended by `ray-hpc down`".into());
         }

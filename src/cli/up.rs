@@ -3,6 +3,7 @@
 //! lines on stdout instead (schema `ray-hpc.up/v1`, docs/cli-json.md), for programs such as the
 //! Python package.
 
+use std::collections::BTreeMap;
 use std::io::IsTerminal;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -12,10 +13,11 @@ use serde::Serialize;
 use serde_json::json;
 
 use super::env::{Connection, export_lines};
+use crate::autoscaler::reconciler::JoinCommand;
 use crate::config::{self, Config};
 use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState};
 use crate::scheduler::{
-    self, JobInfo, JobRequest, JobState, OutputPath, Place, Scheduler, shell_join,
+    self, JobInfo, JobRequest, JobState, NodeKind, OutputPath, Place, Scheduler, shell_join,
 };
 
 pub const SCHEMA: &str = "ray-hpc.up/v1";
@@ -46,6 +48,10 @@ pub struct Args {
     /// GPUs per node.
     #[arg(long)]
     gpus_per_node: Option<u32>,
+    /// The ResourceManager's web address (http://HOST:8088), for schedulers reached through
+    /// one; overrides the `rm` of the scheduler's config section.
+    #[arg(long, value_name = "URL")]
+    rm: Option<String>,
     /// Print the job script and submit nothing.
     #[arg(long)]
     dry_run: bool,
@@ -80,7 +86,9 @@ pub fn run(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow:
     super::runtime()?.block_on(up(args, config, config_path))
 }
 
-async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow::Result<i32> {
+async fn up(args: &Args, mut config: Config, config_path: Option<PathBuf>) -> anyhow::Result<i32> {
+    let overrides = command_line_settings(args);
+    config.override_scheduler_settings(Place::LoginNode, &overrides)?;
     // `auto` on a login node: the scheduler whose tools are here, else this machine.
     let scheduler = config.open_scheduler(Place::LoginNode)?;
     let name = args
@@ -121,6 +129,13 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
         output: OutputPath(dir.path.join("job.out")),
         command: shell_join(&command),
         env: scheduler::job_env(),
+        node_kinds: node_kinds(
+            args,
+            &config,
+            &name,
+            scheduler.name(),
+            config_path.as_deref(),
+        )?,
         ..Default::default()
     };
     let script = scheduler.render_job(&request)?;
@@ -132,6 +147,7 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
     let dir = ClusterDir::create(&root, &name)?;
     let mut record = ClusterRecord {
         job_output: Some(request.output.0.clone()),
+        scheduler_settings: overrides,
         ..ClusterRecord::new(
             &name,
             scheduler.name(),
@@ -182,6 +198,51 @@ async fn up(args: &Args, config: Config, config_path: Option<PathBuf>) -> anyhow
     wait_ready(args, &dir, scheduler.as_ref(), &job_id, &progress).await
 }
 
+/// The scheduler settings given on the command line (they outlive `up` in the record).
+fn command_line_settings(args: &Args) -> BTreeMap<String, String> {
+    args.rm
+        .iter()
+        .map(|rm| ("rm".to_string(), rm.clone()))
+        .collect()
+}
+
+/// Every kind of node the cluster may run: the `--nodes` beyond the head (node type `worker`)
+/// and each configured node type (none at first: the autoscaler adds them). Schedulers that
+/// create a cluster as one application declare them all up front.
+fn node_kinds(
+    args: &Args,
+    config: &Config,
+    name: &str,
+    scheduler: &str,
+    config_path: Option<&std::path::Path>,
+) -> anyhow::Result<Vec<NodeKind>> {
+    let join = JoinCommand {
+        exe: std::env::current_exe().context("cannot find the ray-hpc executable")?,
+        config_path: config_path.map(|p| std::fs::canonicalize(p).unwrap_or_else(|_| p.into())),
+        cluster: name.to_string(),
+        output_dir: PathBuf::new(),
+        env: Default::default(),
+        head_job_id: String::new(),
+    };
+    let allocation = (args.nodes > 1).then(|| NodeKind {
+        node_type: "worker".into(),
+        count: args.nodes - 1,
+        cpus: args.cpus_per_node,
+        gpus: args.gpus_per_node,
+        memory: args.memory,
+        command: shell_join(&join.argv(scheduler, "worker")),
+    });
+    let configured = config.node_types.iter().map(|t| NodeKind {
+        node_type: t.name.clone(),
+        count: 0,
+        cpus: Some(t.cpus),
+        gpus: Some(t.gpus),
+        memory: t.memory_bytes,
+        command: shell_join(&join.argv(scheduler, &t.name)),
+    });
+    Ok(allocation.into_iter().chain(configured).collect())
+}
+
 /// Polls the record (cheap, local) often and the scheduler (one query) every few seconds.
 async fn wait_ready(
     args: &Args,
@@ -225,6 +286,9 @@ async fn wait_ready(
         }
         let stage_text = last_stage.as_ref().map(|s| s.text.clone());
         match record.state {
+            // A scheduler that starts a cluster as one application may start the head before
+            // the other nodes, which then join it: ready means every node asked for is in.
+            ClusterState::Ready if record.nodes_joined < args.nodes => {}
             ClusterState::Ready => {
                 progress.finish();
                 progress.ready(&record, started.elapsed());
@@ -269,8 +333,13 @@ async fn wait_ready(
             let how = job
                 .as_ref()
                 .map(|j| j.state.to_string())
-                .unwrap_or_else(|| "gone".into());
-            let message = format!("job {job_id} ended ({how}) before the cluster was ready");
+                .unwrap_or_else(|| "is gone".into());
+            let message = format!("job {job_id} {how} before the cluster was ready");
+            // What the scheduler keeps of an ended job (a YARN service's spec and name) goes
+            // too; for a batch job that is gone already this asks nothing of anyone.
+            if let Err(e) = scheduler.cancel(&[job_id.to_string()]).await {
+                tracing::warn!("could not clean up job {job_id}: {e}");
+            }
             dir.update(|r| {
                 r.state = ClusterState::Failed;
                 r.message = Some(message.clone());
@@ -370,7 +439,8 @@ pub fn stage_of(record: &ClusterRecord, job: Option<&JobInfo>) -> Stage {
             "ready",
             format!(
                 "ready: {}/{} node(s) joined",
-                record.nodes_joined, record.expected_nodes
+                record.nodes_joined,
+                record.expected_nodes.max(record.nodes_joined)
             ),
         ),
         (ClusterState::Ended, _) => ("ended", "ENDED".into()),
@@ -634,6 +704,7 @@ mod tests {
             worker_jobs: vec![],
             autoscaler_notes: vec![],
             scheduler_outage: None,
+            scheduler_settings: Default::default(),
         }
     }
 

@@ -713,6 +713,61 @@ impl Config {
         )
     }
 
+    /// Sets keys of the section of the scheduler `place` chooses, from the command line; an
+    /// error names a key that scheduler does not take.
+    pub fn override_scheduler_settings(
+        &mut self,
+        place: scheduler::Place,
+        overrides: &BTreeMap<String, String>,
+    ) -> Result<(), scheduler::SchedulerError> {
+        if overrides.is_empty() {
+            return Ok(());
+        }
+        let adapter = scheduler::choose(&self.scheduler, place, &scheduler::process_env())?;
+        let section = self
+            .scheduler_settings
+            .entry(adapter.name.to_string())
+            .or_default();
+        for (key, value) in overrides {
+            let checked = adapter
+                .settings
+                .and_then(|schema| schema.key(key))
+                .ok_or_else(|| scheduler::SchedulerError::BadSettings {
+                    section: adapter.name.to_string(),
+                    why: format!(
+                        "the {} scheduler takes no `{key}` (given on the command line)",
+                        adapter.name
+                    ),
+                })?;
+            if let scheduler::SettingKind::Text(problem) = checked.kind
+                && let Some(why) = problem(value)
+            {
+                return Err(scheduler::SchedulerError::BadSettings {
+                    section: adapter.name.to_string(),
+                    why: format!("{key} = {value:?} (given on the command line) {why}"),
+                });
+            }
+            section.insert(key.clone(), toml::Value::String(value.clone()));
+        }
+        Ok(())
+    }
+
+    /// The setup of the scheduler a cluster record names, with the settings its `up` was
+    /// given on the command line over the config's.
+    pub fn record_scheduler_setup(
+        &self,
+        name: &str,
+        overrides: &BTreeMap<String, String>,
+    ) -> scheduler::Setup {
+        let mut setup = self.scheduler_setup(name);
+        for (key, value) in overrides {
+            setup
+                .settings
+                .insert(key.clone(), toml::Value::String(value.clone()));
+        }
+        setup
+    }
+
     /// The scheduler for `place`, opened: the configured one, or for `auto` the one `place`
     /// suggests.
     pub fn open_scheduler(

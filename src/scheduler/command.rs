@@ -1,5 +1,6 @@
-//! The one way adapters run scheduler commands: async, bounded by a timeout per call, with the
-//! command line, exit status and stderr in every error.
+//! The one way adapters talk to their scheduler: commands, and HTTP requests for schedulers
+//! with a REST API, each async, bounded by a timeout per call, with the command line (or the
+//! method and URL), the exit status (or HTTP status) and stderr (or the body) in every error.
 //!
 //! A controller that is slow or hung must never hold up the caller past the timeout: each
 //! command runs in a process group of its own, and the whole group is killed when the timeout
@@ -163,10 +164,36 @@ impl CommandError {
     }
 }
 
-/// Runs scheduler commands. [`Process`] is the real one.
+/// An HTTP request to a scheduler's REST API.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpRequest {
+    /// GET, POST, PUT or DELETE.
+    pub method: &'static str,
+    pub url: String,
+    /// A JSON body.
+    pub body: Option<String>,
+}
+
+impl HttpRequest {
+    /// The request as a command-like spec: the method as the program, the URL as its argument
+    /// and the body as its stdin. Messages show it that way, and recorded answers match it.
+    pub fn as_spec(&self) -> CommandSpec {
+        CommandSpec {
+            program: self.method.to_string(),
+            args: vec![self.url.clone()],
+            stdin: self.body.clone(),
+            env_remove: vec![],
+        }
+    }
+}
+
+/// Runs scheduler commands and HTTP requests. [`Process`] is the real one.
 #[async_trait::async_trait]
 pub trait Runner: Send + Sync {
     async fn run(&self, spec: &CommandSpec) -> Result<CommandOutput, CommandError>;
+
+    /// An HTTP request; the answer's `code` is the HTTP status and `stdout` the body.
+    async fn http(&self, req: &HttpRequest) -> Result<CommandOutput, CommandError>;
 }
 
 /// Runs commands as processes, each bounded by `timeout`.
@@ -257,6 +284,70 @@ impl Runner for Process {
             stderr,
         })
     }
+
+    async fn http(&self, req: &HttpRequest) -> Result<CommandOutput, CommandError> {
+        let shown = req.as_spec().to_string();
+        match tokio::time::timeout(self.timeout, self.send(req)).await {
+            Ok(Ok(out)) => Ok(out),
+            Ok(Err(why)) => Err(CommandError::Spawn {
+                command: shown,
+                why,
+            }),
+            Err(_) => Err(CommandError::Timeout {
+                command: shown,
+                after: self.timeout,
+            }),
+        }
+    }
+}
+
+impl Process {
+    fn http_client(&self) -> Result<&'static reqwest::Client, CommandError> {
+        static CLIENT: std::sync::OnceLock<reqwest::Client> = std::sync::OnceLock::new();
+        if let Some(c) = CLIENT.get() {
+            return Ok(c);
+        }
+        let client = reqwest::Client::builder()
+            .build()
+            .map_err(|e| CommandError::Spawn {
+                command: "HTTP client".into(),
+                why: e.to_string(),
+            })?;
+        Ok(CLIENT.get_or_init(|| client))
+    }
+
+    async fn send(&self, req: &HttpRequest) -> Result<CommandOutput, String> {
+        let method =
+            reqwest::Method::from_bytes(req.method.as_bytes()).map_err(|e| e.to_string())?;
+        let mut call = self
+            .http_client()
+            .map_err(|e| e.to_string())?
+            .request(method, &req.url);
+        if let Some(body) = &req.body {
+            call = call
+                .header(reqwest::header::CONTENT_TYPE, "application/json")
+                .body(body.clone());
+        }
+        let response = call.send().await.map_err(|e| e.to_string())?;
+        let code = response.status().as_u16();
+        let mut body = Vec::new();
+        let mut stream = response.bytes_stream();
+        use futures_util::StreamExt;
+        while let Some(chunk) = stream.next().await {
+            let chunk = chunk.map_err(|e| e.to_string())?;
+            if body.len() + chunk.len() > MAX_OUTPUT_BYTES {
+                return Err(format!(
+                    "the answer is larger than {MAX_OUTPUT_BYTES} bytes"
+                ));
+            }
+            body.extend_from_slice(&chunk);
+        }
+        Ok(CommandOutput {
+            code: Some(i32::from(code)),
+            stdout: String::from_utf8_lossy(&body).into_owned(),
+            stderr: String::new(),
+        })
+    }
 }
 
 async fn read_bounded(r: &mut (impl AsyncReadExt + Unpin)) -> String {
@@ -309,6 +400,10 @@ impl Recorded {
 
 #[async_trait::async_trait]
 impl Runner for Recorded {
+    async fn http(&self, req: &HttpRequest) -> Result<CommandOutput, CommandError> {
+        self.run(&req.as_spec()).await
+    }
+
     async fn run(&self, spec: &CommandSpec) -> Result<CommandOutput, CommandError> {
         self.calls.lock().expect("not poisoned").push(spec.clone());
         self.answers
@@ -423,6 +518,67 @@ mod tests {
             err.to_string().contains("no-such-scheduler-command"),
             "{err}"
         );
+    }
+
+    #[tokio::test]
+    async fn http_answers_come_back_with_their_status_and_a_hung_server_times_out() {
+        use axum::routing::{get, put};
+        let app = axum::Router::new()
+            .route(
+                "/svc",
+                put(|body: String| async move { (axum::http::StatusCode::ACCEPTED, body) }),
+            )
+            .route(
+                "/hang",
+                get(|| async {
+                    tokio::time::sleep(Duration::from_secs(60)).await;
+                    "late"
+                }),
+            );
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let addr = listener.local_addr().unwrap();
+        let server = tokio::spawn(async move { axum::serve(listener, app).await });
+        let p = Process {
+            timeout: Duration::from_millis(500),
+        };
+        let out = p
+            .http(&HttpRequest {
+                method: "PUT",
+                url: format!("http://{addr}/svc"),
+                body: Some("{\"a\":1}".into()),
+            })
+            .await
+            .unwrap();
+        assert_eq!((out.code, out.stdout.as_str()), (Some(202), "{\"a\":1}"));
+        let missing = p
+            .http(&HttpRequest {
+                method: "GET",
+                url: format!("http://{addr}/nothing"),
+                body: None,
+            })
+            .await
+            .unwrap();
+        assert_eq!(missing.code, Some(404));
+        let err = p
+            .http(&HttpRequest {
+                method: "GET",
+                url: format!("http://{addr}/hang"),
+                body: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(err, CommandError::Timeout { .. }), "{err}");
+        assert!(err.to_string().contains("GET http://"), "{err}");
+        server.abort();
+        let refused = p
+            .http(&HttpRequest {
+                method: "GET",
+                url: format!("http://{addr}/svc"),
+                body: None,
+            })
+            .await
+            .unwrap_err();
+        assert!(matches!(refused, CommandError::Spawn { .. }), "{refused}");
     }
 
     #[test]

@@ -18,8 +18,8 @@ use serde::Deserialize;
 
 use super::command::{CommandError, CommandOutput, Recorded};
 use super::{
-    ADAPTERS, Adapter, Env, JobRequest, JobState, OutputPath, Scheduler, SchedulerError, Settings,
-    Setup,
+    ADAPTERS, Adapter, Env, JobRequest, JobState, NodeKind, OutputPath, Scheduler, SchedulerError,
+    Settings, Setup,
 };
 use crate::discovery::GpuGrant;
 
@@ -44,6 +44,38 @@ struct Cases {
     query_named: Vec<QueryNamedCase>,
     #[serde(default)]
     cancel: Vec<CancelCase>,
+    #[serde(default)]
+    bulk: Bulk,
+}
+
+/// How the adapter's job ids look, for the checks on many jobs at once.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Bulk {
+    /// A job id with `{n}` for a number (default: the number alone).
+    id: String,
+    /// The adapter's config section for these checks.
+    #[serde(default)]
+    settings: Settings,
+    /// The exit code (or HTTP status) of a command that did what it was asked.
+    #[serde(default)]
+    ok_code: i32,
+}
+
+impl Default for Bulk {
+    fn default() -> Self {
+        Bulk {
+            id: "{n}".into(),
+            settings: Settings::new(),
+            ok_code: 0,
+        }
+    }
+}
+
+impl Bulk {
+    fn id(&self, n: u64) -> String {
+        self.id.replace("{n}", &n.to_string())
+    }
 }
 
 /// An environment: a recorded file (`KEY=value` lines; `# --- rank N ---` lines separate the
@@ -361,6 +393,15 @@ fn standard_request(without: &[String]) -> JobRequest {
         directives: vec![],
         command: "/usr/bin/ray-hpc run --name c1".into(),
         env: [("RAY_HPC_HOME".to_string(), "/home/u/my dir".to_string())].into(),
+        node_type: None,
+        node_kinds: vec![NodeKind {
+            node_type: "worker".into(),
+            count: 1,
+            cpus: Some(4),
+            gpus: Some(1),
+            memory: Some(4 * 1024 * 1024 * 1024),
+            command: "/usr/bin/ray-hpc agent --join c1 --node-type worker".into(),
+        }],
     }
 }
 
@@ -662,7 +703,7 @@ fn cancels(adapter: &Adapter, dir: &Path, cases: &Cases) {
 }
 
 /// Checks every adapter needs whatever its table says.
-fn common_rules(adapter: &Adapter, dir: &Path) {
+fn common_rules(adapter: &Adapter, dir: &Path, bulk: &Bulk) {
     // A command that never answers is an error naming the timeout, from every call.
     let timeout = || {
         vec![Err(CommandError::Timeout {
@@ -670,26 +711,33 @@ fn common_rules(adapter: &Adapter, dir: &Path) {
             after: Duration::from_secs(30),
         })]
     };
-    let (s, _) = open(adapter, Env::new(), Settings::new(), timeout());
+    let (s, _) = open(adapter, Env::new(), bulk.settings.clone(), timeout());
     let err = block_on(s.query(&["1".into()])).unwrap_err();
     assert!(err.to_string().contains("did not answer"), "{err}");
-    let (s, _) = open(adapter, Env::new(), Settings::new(), timeout());
+    let (s, _) = open(adapter, Env::new(), bulk.settings.clone(), timeout());
     let err = block_on(s.submit("#!/bin/sh\n", &standard_request(&[]))).unwrap_err();
     assert!(err.to_string().contains("did not answer"), "{err}");
-    let (s, _) = open(adapter, Env::new(), Settings::new(), timeout());
+    let (s, _) = open(adapter, Env::new(), bulk.settings.clone(), timeout());
     let err = block_on(s.cancel(&["1".into()])).unwrap_err();
     assert!(err.to_string().contains("did not answer"), "{err}");
 
     // Nothing to ask about: no command at all.
-    let (s, runner) = open(adapter, Env::new(), Settings::new(), vec![]);
+    let (s, runner) = open(adapter, Env::new(), bulk.settings.clone(), vec![]);
     assert!(block_on(s.query(&[])).unwrap().is_empty());
     block_on(s.cancel(&[])).unwrap();
     assert!(runner.calls().is_empty(), "{}", adapter.name);
 
     // Many jobs: few calls, each within what the kernel takes as one argument.
-    let ids: Vec<String> = (0..30_000).map(|i| (10_000_000 + i).to_string()).collect();
-    let answers = (0..ids.len()).map(|_| Ok(CommandOutput::ok(""))).collect();
-    let (s, runner) = open(adapter, Env::new(), Settings::new(), answers);
+    let ids: Vec<String> = (0..30_000).map(|i| bulk.id(10_000_000 + i)).collect();
+    let answers = (0..ids.len())
+        .map(|_| {
+            Ok(CommandOutput {
+                code: Some(bulk.ok_code),
+                ..CommandOutput::ok("")
+            })
+        })
+        .collect();
+    let (s, runner) = open(adapter, Env::new(), bulk.settings.clone(), answers);
     block_on(s.cancel(&ids)).unwrap();
     let calls = runner.calls();
     assert!(
@@ -710,7 +758,7 @@ fn common_rules(adapter: &Adapter, dir: &Path) {
     let (s, _) = open(
         adapter,
         Env::new(),
-        Settings::new(),
+        bulk.settings.clone(),
         vec![Ok(CommandOutput::ok("\u{0}garbage|||\nmore garbage\n"))],
     );
     let err = block_on(s.query(&["1".into()])).unwrap_err();
@@ -740,6 +788,6 @@ fn every_adapter_passes_the_conformance_suite() {
         submits(adapter, &dir, &cases);
         queries(adapter, &dir, &cases);
         cancels(adapter, &dir, &cases);
-        common_rules(adapter, &dir);
+        common_rules(adapter, &dir, &cases.bulk);
     }
 }

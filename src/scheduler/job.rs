@@ -38,6 +38,29 @@ pub struct JobRequest {
     pub command: String,
     /// Environment the job needs, exported at the top of the script.
     pub env: BTreeMap<String, String>,
+    /// The Ray node type this job adds to a running cluster; None for the job that starts a
+    /// cluster. Batch schedulers submit both alike; a scheduler that runs a cluster as one
+    /// application grows that application instead.
+    pub node_type: Option<String>,
+    /// The kinds of node a starting cluster may run, for schedulers that declare every kind
+    /// when the application is created (and only grow it later). Others ignore it.
+    pub node_kinds: Vec<NodeKind>,
+}
+
+/// One kind of node a cluster may run: its shape, how many start with the cluster, and the
+/// command that joins one to it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct NodeKind {
+    /// The Ray node type (`worker` for the nodes `up --nodes` asks for).
+    pub node_type: String,
+    /// Nodes of this kind that start with the cluster.
+    pub count: u32,
+    pub cpus: Option<u32>,
+    pub gpus: Option<u32>,
+    /// Bytes.
+    pub memory: Option<u64>,
+    /// The command that joins one node of this kind to the cluster, quoted for a shell.
+    pub command: String,
 }
 
 impl JobRequest {

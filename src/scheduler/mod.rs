@@ -20,6 +20,7 @@ pub mod local;
 pub mod lsf;
 pub mod settings;
 pub mod slurm;
+pub mod yarn;
 
 use std::collections::BTreeMap;
 use std::ffi::OsString;
@@ -29,7 +30,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 pub use command::{CommandError, CommandOutput, CommandSpec, Runner};
-pub use job::{EndReason, JobInfo, JobRequest, JobState, OutputPath, clock};
+pub use job::{EndReason, JobInfo, JobRequest, JobState, NodeKind, OutputPath, clock};
 pub use settings::{SettingKey, SettingKind, Settings, SettingsSchema};
 
 use crate::discovery::NodeGrant;
@@ -241,7 +242,12 @@ impl std::fmt::Debug for Adapter {
 }
 
 /// Every scheduler, in the order `auto` tries them; local (this machine alone) comes last.
-pub const ADAPTERS: &[&Adapter] = &[&slurm::ADAPTER, &lsf::ADAPTER, &local::ADAPTER];
+pub const ADAPTERS: &[&Adapter] = &[
+    &slurm::ADAPTER,
+    &lsf::ADAPTER,
+    &yarn::ADAPTER,
+    &local::ADAPTER,
+];
 
 /// The adapter named `name`.
 pub fn adapter(name: &str) -> Result<&'static Adapter, SchedulerError> {
@@ -321,7 +327,7 @@ pub fn directive_problem(line: &str, only: Option<&str>) -> Option<String> {
     (!whys.is_empty()).then(|| whys.join("; "))
 }
 
-fn on_path(program: &str, env: &Env) -> bool {
+pub(crate) fn on_path(program: &str, env: &Env) -> bool {
     env.get("PATH")
         .is_some_and(|p| std::env::split_paths(p).any(|d| d.join(program).is_file()))
 }

@@ -74,11 +74,12 @@ async fn observe(
     ask_scheduler: impl Fn(&ClusterRecord) -> bool,
     config: &Config,
 ) -> Vec<ClusterView> {
-    // One query per scheduler, for all its clusters' jobs.
-    let mut by_scheduler: BTreeMap<String, Vec<String>> = BTreeMap::new();
+    // One query per scheduler (and its settings from `up`'s command line, such as which
+    // ResourceManager), for all its clusters' jobs.
+    let mut by_scheduler: BTreeMap<SchedulerKey, Vec<String>> = BTreeMap::new();
     for (_, rec) in records.iter().filter(|(_, r)| ask_scheduler(r)) {
         by_scheduler
-            .entry(rec.scheduler.clone())
+            .entry(SchedulerKey::of(rec))
             .or_default()
             .extend(cluster_job_ids(rec));
     }
@@ -88,7 +89,7 @@ async fn observe(
         let answer = query(&sched, ids, config).await;
         (sched, answer)
     });
-    let answers: BTreeMap<String, Result<Vec<JobInfo>, String>> =
+    let answers: BTreeMap<SchedulerKey, Result<Vec<JobInfo>, String>> =
         futures_util::future::join_all(queries)
             .await
             .into_iter()
@@ -100,7 +101,7 @@ async fn observe(
             if !ask_scheduler(rec) {
                 return JobsObservation::NotAsked;
             }
-            match answers.get(&rec.scheduler) {
+            match answers.get(&SchedulerKey::of(rec)) {
                 None => JobsObservation::NotAsked,
                 Some(Err(e)) => JobsObservation::Failed(e.clone()),
                 Some(Ok(infos)) => {
@@ -144,15 +145,32 @@ async fn observe(
         .collect()
 }
 
+/// Which scheduler a record's jobs are with.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+struct SchedulerKey {
+    name: String,
+    settings: BTreeMap<String, String>,
+}
+
+impl SchedulerKey {
+    fn of(rec: &ClusterRecord) -> Self {
+        SchedulerKey {
+            name: rec.scheduler.clone(),
+            settings: rec.scheduler_settings.clone(),
+        }
+    }
+}
+
 /// One scheduler query, bounded by [`SCHEDULER_TIMEOUT`] (the command is killed when it runs
 /// longer).
 async fn query(
-    scheduler_name: &str,
+    key: &SchedulerKey,
     ids: Vec<String>,
     config: &Config,
 ) -> Result<Vec<JobInfo>, String> {
-    let scheduler = scheduler::by_name(scheduler_name, config.scheduler_setup(scheduler_name))
-        .map_err(|e| format!("{e} (named in the record)"))?;
+    let setup = config.record_scheduler_setup(&key.name, &key.settings);
+    let scheduler =
+        scheduler::by_name(&key.name, setup).map_err(|e| format!("{e} (named in the record)"))?;
     match tokio::time::timeout(SCHEDULER_TIMEOUT, scheduler.query(&ids)).await {
         Ok(answer) => answer.map_err(|e| e.to_string()),
         Err(_) => Err(format!(

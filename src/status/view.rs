@@ -811,6 +811,7 @@ pub(crate) mod tests {
             worker_jobs: vec![],
             autoscaler_notes: vec![],
             scheduler_outage: None,
+            scheduler_settings: Default::default(),
         }
     }
 

@@ -120,12 +120,14 @@ def test_walltimes_and_memory_take_python_forms() -> None:
         time=datetime.timedelta(minutes=30),
         partition="debug",
         account=None,
+        rm="http://rm:8088",
         timeout=60,
         cancel_on_timeout=True,
     )
     assert args == [
         "up", "--json", "--nodes", "2", "--timeout", "60", "--name", "x", "--cpus-per-node", "4",
-        "--memory", "2G", "--time", "1800s", "--partition", "debug", "--cancel-on-timeout",
+        "--memory", "2G", "--time", "1800s", "--partition", "debug", "--rm", "http://rm:8088",
+        "--cancel-on-timeout",
     ]  # fmt: skip
 
 

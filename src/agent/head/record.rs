@@ -68,6 +68,10 @@ impl Head {
             head_node: alloc.head().name.clone(),
             head_address: Some(resources.address.to_string()),
             token_path: token_path.clone(),
+            scheduler_settings: submitted
+                .as_ref()
+                .map(|r| r.scheduler_settings.clone())
+                .unwrap_or_default(),
             job_output: submitted.and_then(|r| r.job_output),
             ..ClusterRecord::new(
                 &name,

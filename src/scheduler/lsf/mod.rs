@@ -475,7 +475,8 @@ async fn resolve_named(name: String) -> (String, Option<IpAddr>) {
 /// A `sh -c` script that starts `argv` on each host given as its positional arguments with one
 /// `lsrun -m HOST` each, in the background, then waits for all of them and exits with the
 /// last failure's status. A SIGTERM (how a supervisor stops the fan-out) is passed on to every
-/// lsrun, which passes it on to its remote task, and the shell waits for them to end.
+/// lsrun, which passes it on to its remote task, and the shell waits for them to end, then
+/// exits 143 as a shell killed by it would, whenever the signal came.
 ///
 /// A signal during start-up stops the loop and is passed on once every pid is known. It goes
 /// out twice, a second apart: an lsrun still between fork and exec loses the first one (the
@@ -484,6 +485,7 @@ fn lsrun_script(argv: &[String]) -> String {
     format!(
         "rc=0; pids=''; stop=''\n\
          pass_on() {{\n\
+         \x20 stop=1\n\
          \x20 kill -TERM $pids 2>/dev/null\n\
          \x20 (sleep 1; kill -TERM $pids 2>/dev/null) &\n\
          }}\n\
@@ -497,6 +499,7 @@ fn lsrun_script(argv: &[String]) -> String {
          [ -n \"$stop\" ] && pass_on\n\
          for pid in $pids; do wait \"$pid\" || rc=$?; done\n\
          wait\n\
+         [ -n \"$stop\" ] && rc=143\n\
          exit \"$rc\"\n",
         shell_join(argv)
     )
