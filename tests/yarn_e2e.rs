@@ -324,3 +324,82 @@ fn a_service_yarn_refuses_says_why_and_leaves_nothing() {
     assert_eq!(code, 404, "{body}");
     home.assert_no_leftovers(Duration::from_secs(10));
 }
+
+#[test]
+fn a_tarball_artifact_carries_ray_hpc_into_the_containers() {
+    let Some(rm) = yarn_rm() else { return };
+    let home = TestHome::new();
+    // The site's tarball: ray-hpc in bin/ (Ray comes from the shared PATH here).
+    let pack = home.path().join("pack");
+    std::fs::create_dir_all(pack.join("bin")).unwrap();
+    std::fs::copy(ray_hpc(), pack.join("bin/ray-hpc")).unwrap();
+    let tarball = home.path().join("ray-hpc.tar.gz");
+    let out = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&pack)
+        .arg("bin")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let cfg = home.write(
+        "yarn.toml",
+        &format!(
+            "[yarn]\nuser = \"rh\"\nartifact = \"file://{}\"\n",
+            tarball.display()
+        ),
+    );
+    let name = "yarn4";
+    let out = home
+        .command(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--scheduler",
+            "yarn",
+            "up",
+            "--rm",
+            &rm,
+            "--name",
+            name,
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "1",
+            "--memory",
+            "2G",
+        ])
+        .output()
+        .unwrap();
+    let c = YarnCluster {
+        home: &home,
+        rm: rm.clone(),
+        name: name.into(),
+        env: exports(&String::from_utf8_lossy(&out.stdout)),
+        path: test_path(),
+    };
+    assert!(out.status.success(), "{}\n{}", text(&out), c.logs());
+    // The head and the worker run the ray-hpc YARN unpacked in their containers.
+    let localized: Vec<String> = home
+        .leftovers()
+        .into_iter()
+        .map(|(_, cmd)| cmd)
+        .filter(|cmd| cmd.starts_with("lib/bin/ray-hpc "))
+        .collect();
+    assert!(
+        localized.iter().any(|c| c.contains(" run --name yarn4"))
+            && localized.iter().any(|c| c.contains(" agent --join yarn4")),
+        "{localized:#?}\n{}",
+        c.logs()
+    );
+    let nodes = wait_for(
+        "the worker to join",
+        Duration::from_secs(120),
+        || alive_nodes(&c).filter(|n| n.len() == 2),
+        || c.logs(),
+    );
+    assert_eq!(nodes.len(), 2);
+    c.down();
+    assert_eq!(c.status().0, 404);
+    home.assert_no_leftovers(Duration::from_secs(60));
+}
