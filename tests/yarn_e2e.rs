@@ -227,6 +227,17 @@ fn grows_for_demand_shrinks_when_idle_and_goes(way: Way, name: &str) {
         assert!(ip.starts_with("127.0.0.2"), "{nodes:?}");
     }
 
+    // doctor's checks of the cluster itself (the machine's own limits are this host's business).
+    let doctor = text(&c.ray_hpc(&["doctor", name]));
+    for check in ["head-reachable", "token-perms", "socket-path"] {
+        assert!(
+            doctor
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(check)),
+            "{check}: {doctor}"
+        );
+    }
+
     // A driver through `submit` that uses every node.
     let submitted = c.ray_hpc(&[
         "submit",
@@ -293,7 +304,7 @@ fn grows_for_demand_shrinks_when_idle_and_goes(way: Way, name: &str) {
 }
 
 #[test]
-fn a_service_yarn_refuses_says_why_and_leaves_nothing() {
+fn services_yarn_refuses_say_why_and_leave_nothing() {
     let Some(rm) = yarn_rm() else { return };
     let home = TestHome::new();
     let cfg = home.write("yarn.toml", CONFIG);
@@ -322,6 +333,33 @@ fn a_service_yarn_refuses_says_why_and_leaves_nothing() {
     assert_eq!(home.cluster_record()["state"], "FAILED");
     let (code, body) = rest(&rm, "GET", "services/rh-yarn2");
     assert_eq!(code, 404, "{body}");
+
+    // A node type larger than YARN's largest container: refused when the service is created.
+    let big = home.write(
+        "big.toml",
+        &CONFIG.replace("memory = \"1G\"", "memory = \"64G\""),
+    );
+    let out = home
+        .command(&[
+            "--config",
+            big.to_str().unwrap(),
+            "--scheduler",
+            "yarn",
+            "up",
+            "--rm",
+            &rm,
+            "--name",
+            "yarn5",
+        ])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("ray-worker-cpu") && said.contains("max container memory"),
+        "{said}"
+    );
+    assert_eq!(rest(&rm, "GET", "services/rh-yarn5").0, 404);
     home.assert_no_leftovers(Duration::from_secs(10));
 }
 
