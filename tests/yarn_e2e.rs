@@ -227,6 +227,17 @@ fn grows_for_demand_shrinks_when_idle_and_goes(way: Way, name: &str) {
         assert!(ip.starts_with("127.0.0.2"), "{nodes:?}");
     }
 
+    // doctor's checks of the cluster itself (the machine's own limits are this host's business).
+    let doctor = text(&c.ray_hpc(&["doctor", name]));
+    for check in ["head-reachable", "token-perms", "socket-path"] {
+        assert!(
+            doctor
+                .lines()
+                .any(|l| l.starts_with("ok") && l.contains(check)),
+            "{check}: {doctor}"
+        );
+    }
+
     // A driver through `submit` that uses every node.
     let submitted = c.ray_hpc(&[
         "submit",
@@ -293,7 +304,7 @@ fn grows_for_demand_shrinks_when_idle_and_goes(way: Way, name: &str) {
 }
 
 #[test]
-fn a_service_yarn_refuses_says_why_and_leaves_nothing() {
+fn services_yarn_refuses_say_why_and_leave_nothing() {
     let Some(rm) = yarn_rm() else { return };
     let home = TestHome::new();
     let cfg = home.write("yarn.toml", CONFIG);
@@ -322,5 +333,111 @@ fn a_service_yarn_refuses_says_why_and_leaves_nothing() {
     assert_eq!(home.cluster_record()["state"], "FAILED");
     let (code, body) = rest(&rm, "GET", "services/rh-yarn2");
     assert_eq!(code, 404, "{body}");
+
+    // A node type larger than YARN's largest container: refused when the service is created.
+    let big = home.write(
+        "big.toml",
+        &CONFIG.replace("memory = \"1G\"", "memory = \"64G\""),
+    );
+    let out = home
+        .command(&[
+            "--config",
+            big.to_str().unwrap(),
+            "--scheduler",
+            "yarn",
+            "up",
+            "--rm",
+            &rm,
+            "--name",
+            "yarn5",
+        ])
+        .output()
+        .unwrap();
+    let said = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{said}");
+    assert!(
+        said.contains("ray-worker-cpu") && said.contains("max container memory"),
+        "{said}"
+    );
+    assert_eq!(rest(&rm, "GET", "services/rh-yarn5").0, 404);
     home.assert_no_leftovers(Duration::from_secs(10));
+}
+
+#[test]
+fn a_tarball_artifact_carries_ray_hpc_into_the_containers() {
+    let Some(rm) = yarn_rm() else { return };
+    let home = TestHome::new();
+    // The site's tarball: ray-hpc in bin/ (Ray comes from the shared PATH here).
+    let pack = home.path().join("pack");
+    std::fs::create_dir_all(pack.join("bin")).unwrap();
+    std::fs::copy(ray_hpc(), pack.join("bin/ray-hpc")).unwrap();
+    let tarball = home.path().join("ray-hpc.tar.gz");
+    let out = Command::new("tar")
+        .arg("-czf")
+        .arg(&tarball)
+        .arg("-C")
+        .arg(&pack)
+        .arg("bin")
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let cfg = home.write(
+        "yarn.toml",
+        &format!(
+            "[yarn]\nuser = \"rh\"\nartifact = \"file://{}\"\n",
+            tarball.display()
+        ),
+    );
+    let name = "yarn4";
+    let out = home
+        .command(&[
+            "--config",
+            cfg.to_str().unwrap(),
+            "--scheduler",
+            "yarn",
+            "up",
+            "--rm",
+            &rm,
+            "--name",
+            name,
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "1",
+            "--memory",
+            "2G",
+        ])
+        .output()
+        .unwrap();
+    let c = YarnCluster {
+        home: &home,
+        rm: rm.clone(),
+        name: name.into(),
+        env: exports(&String::from_utf8_lossy(&out.stdout)),
+        path: test_path(),
+    };
+    assert!(out.status.success(), "{}\n{}", text(&out), c.logs());
+    // The head and the worker run the ray-hpc YARN unpacked in their containers.
+    let localized: Vec<String> = home
+        .leftovers()
+        .into_iter()
+        .map(|(_, cmd)| cmd)
+        .filter(|cmd| cmd.starts_with("lib/bin/ray-hpc "))
+        .collect();
+    assert!(
+        localized.iter().any(|c| c.contains(" run --name yarn4"))
+            && localized.iter().any(|c| c.contains(" agent --join yarn4")),
+        "{localized:#?}\n{}",
+        c.logs()
+    );
+    let nodes = wait_for(
+        "the worker to join",
+        Duration::from_secs(120),
+        || alive_nodes(&c).filter(|n| n.len() == 2),
+        || c.logs(),
+    );
+    assert_eq!(nodes.len(), 2);
+    c.down();
+    assert_eq!(c.status().0, 404);
+    home.assert_no_leftovers(Duration::from_secs(60));
 }

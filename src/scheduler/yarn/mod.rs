@@ -26,7 +26,7 @@ use serde::Deserialize;
 
 use self::cli::Cli;
 use self::rest::{Rest, is_api_off};
-use self::spec::{Context, HEAD_COMPONENT, component_of, service_name, service_spec};
+use self::spec::{Artifact, Context, HEAD_COMPONENT, component_of, service_name, service_spec};
 use self::status::{JobId, Service};
 use super::settings::{self, SettingKey, SettingKind, SettingsSchema};
 use super::{
@@ -69,6 +69,18 @@ pub static SETTINGS: SettingsSchema = SettingsSchema {
             name: "user",
             kind: SettingKind::Text(user_problem),
         },
+        // A tarball YARN localizes into every container (hdfs:///..., file:///... on a shared
+        // file system), with ray-hpc in it, for hosts without ray-hpc at the submitter's path.
+        SettingKey {
+            name: "artifact",
+            kind: SettingKind::Text(artifact_problem),
+        },
+        // ray-hpc's path inside that tarball (default "bin/ray-hpc"); its directory goes first
+        // on the containers' PATH, so Ray's `ray` may come with it.
+        SettingKey {
+            name: "artifact_exe",
+            kind: SettingKind::Text(artifact_exe_problem),
+        },
         // How to reach YARN: "auto" (the REST API; the `yarn` client when the API is off or
         // no address is known), "rest", or "cli".
         SettingKey {
@@ -79,7 +91,9 @@ pub static SETTINGS: SettingsSchema = SettingsSchema {
     example: "[yarn]\n\
               rm = \"http://rm.example.org:8088\"\n\
               user = \"alice\"\n\
-              api = \"cli\"\n",
+              api = \"cli\"\n\
+              artifact = \"hdfs:///apps/ray-hpc-2.60.tar.gz\"\n\
+              artifact_exe = \"bin/ray-hpc\"\n",
 };
 
 fn rm_problem(value: &str) -> Option<String> {
@@ -95,6 +109,21 @@ fn user_problem(value: &str) -> Option<String> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '_' | '-' | '@'));
     (!ok).then(|| "must be a user name (letters, digits, '.', '_', '-', '@')".to_string())
+}
+
+fn artifact_problem(value: &str) -> Option<String> {
+    let ok = value.contains("://") && !value.contains(char::is_whitespace);
+    (!ok).then(|| "must be the tarball's URL (hdfs:///..., file:///...)".to_string())
+}
+
+fn artifact_exe_problem(value: &str) -> Option<String> {
+    let ok = !value.is_empty()
+        && !value.starts_with('/')
+        && !value.split('/').any(|part| part == "..")
+        && value
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '/' | '.' | '_' | '-'));
+    (!ok).then(|| "must be a relative path inside the tarball, such as bin/ray-hpc".to_string())
 }
 
 fn api_problem(value: &str) -> Option<String> {
@@ -128,6 +157,8 @@ impl ApiChoice {
 struct YarnSettings {
     rm: Option<String>,
     user: Option<String>,
+    artifact: Option<String>,
+    artifact_exe: Option<String>,
     #[serde(default)]
     api: Option<ApiChoice>,
 }
@@ -169,6 +200,8 @@ pub trait Api: Send + Sync {
 
 pub struct Yarn {
     env: Env,
+    /// `[yarn] artifact` and `artifact_exe`.
+    artifact: Option<(String, String)>,
     choice: ApiChoice,
     rest: Rest,
     cli: Cli,
@@ -203,8 +236,16 @@ impl Yarn {
             .or_else(|| var("LOGNAME"))
             .unwrap_or_else(|| "ray-hpc".into());
         let rm = resolve_rm(settings.rm.clone().or_else(|| var(vars::RM)));
+        let artifact = settings.artifact.clone().map(|url| {
+            let exe = settings
+                .artifact_exe
+                .clone()
+                .unwrap_or_else(|| "bin/ray-hpc".into());
+            (url, exe)
+        });
         Ok(Yarn {
             env: setup.env,
+            artifact,
             choice,
             rest: Rest {
                 rm,
@@ -385,6 +426,13 @@ impl Yarn {
     }
 }
 
+/// This ray-hpc, as the commands of the jobs it renders begin (`up` puts itself first).
+fn submitting_exe() -> String {
+    std::env::current_exe()
+        .map(|p| super::shell_quote(&p.display().to_string()))
+        .unwrap_or_default()
+}
+
 /// The ResourceManager's address without a trailing slash, or why there is none.
 fn resolve_rm(rm: Option<String>) -> Result<String, String> {
     let rm = rm.ok_or_else(|| {
@@ -542,6 +590,11 @@ impl Scheduler for Yarn {
                         user: &self.rest.user,
                         api: self.choice.word(),
                         path: self.var("PATH"),
+                        artifact: self.artifact.as_ref().map(|(url, exe)| Artifact {
+                            url,
+                            exe,
+                            submitting_exe: submitting_exe(),
+                        }),
                     },
                 )?;
                 serde_json::to_string_pretty(&spec)

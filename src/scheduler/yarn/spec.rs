@@ -33,6 +33,57 @@ pub struct Context<'a> {
     /// The submitter's PATH: YARN starts containers with a bare environment, and ray-hpc and
     /// Ray are at the same paths on every host (a shared software stack).
     pub path: Option<&'a str>,
+    /// A tarball YARN localizes into every container instead (`[yarn] artifact`).
+    pub artifact: Option<Artifact<'a>>,
+}
+
+/// ray-hpc (and what else the site packs with it) as a TARBALL artifact: YARN unpacks it as
+/// `lib/` in each container's working directory.
+pub struct Artifact<'a> {
+    /// Where YARN fetches it from (`hdfs:///...`, `file:///...` on a shared file system).
+    pub url: &'a str,
+    /// ray-hpc's path inside the tarball (`bin/ray-hpc`).
+    pub exe: &'a str,
+    /// The submitting ray-hpc as it leads a job's command (quoted for the shell): replaced by
+    /// the localized one.
+    pub submitting_exe: String,
+}
+
+/// The working directory's name for a TARBALL artifact's contents.
+const ARTIFACT_DIR: &str = "lib";
+
+impl Artifact<'_> {
+    /// `command` with the localized ray-hpc in front.
+    fn localize(&self, command: &str) -> String {
+        match command.strip_prefix(&self.submitting_exe) {
+            Some(rest) => format!("{ARTIFACT_DIR}/{}{rest}", self.exe),
+            None => command.to_string(),
+        }
+    }
+
+    /// The directory of the localized ray-hpc, for PATH (Ray's `ray` may come with it).
+    fn bin_dir(&self) -> String {
+        let dir = std::path::Path::new(self.exe)
+            .parent()
+            .map(|p| p.display().to_string())
+            .unwrap_or_default();
+        // The NodeManager's launch script expands $PWD: the container's working directory.
+        format!("$PWD/{ARTIFACT_DIR}/{dir}")
+    }
+
+    fn spec(&self) -> ArtifactSpec {
+        ArtifactSpec {
+            id: self.url.to_string(),
+            kind: "TARBALL",
+        }
+    }
+}
+
+#[derive(Debug, Serialize)]
+pub struct ArtifactSpec {
+    pub id: String,
+    #[serde(rename = "type")]
+    pub kind: &'static str,
 }
 
 #[derive(Debug, Serialize)]
@@ -55,6 +106,8 @@ pub struct ComponentSpec {
     /// replaces what is lost, and a service whose containers have all ended is over.
     pub restart_policy: &'static str,
     pub launch_command: String,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub artifact: Option<ArtifactSpec>,
     pub resource: Resource,
     pub configuration: Configuration,
 }
@@ -143,6 +196,12 @@ pub fn service_spec(req: &JobRequest, ctx: &Context) -> Result<ServiceSpec, Sche
             env(req, ctx, &name),
         ));
     }
+    if let Some(a) = &ctx.artifact {
+        for c in &mut components {
+            c.launch_command = a.localize(&c.launch_command);
+            c.artifact = Some(a.spec());
+        }
+    }
     Ok(ServiceSpec {
         name,
         version: "1".into(),
@@ -183,8 +242,13 @@ fn env(req: &JobRequest, ctx: &Context, service: &str) -> BTreeMap<String, Strin
     }
     env.insert(vars::USER.into(), ctx.user.into());
     env.insert(vars::API.into(), ctx.api.into());
-    if let Some(path) = ctx.path {
-        env.insert("PATH".into(), path.into());
+    let path = match (&ctx.artifact, ctx.path) {
+        (Some(a), Some(path)) => Some(format!("{}:{path}", a.bin_dir())),
+        (Some(a), None) => Some(format!("{}:/usr/local/bin:/usr/bin:/bin", a.bin_dir())),
+        (None, path) => path.map(String::from),
+    };
+    if let Some(path) = path {
+        env.insert("PATH".into(), path);
     }
     // The services framework fills in this token for each container.
     env.insert(vars::INSTANCE.into(), "${COMPONENT_INSTANCE_NAME}".into());
@@ -246,6 +310,7 @@ impl ComponentSpec {
             number_of_containers: count,
             restart_policy: "NEVER",
             launch_command: command.into(),
+            artifact: None,
             resource: Resource {
                 cpus,
                 memory: memory_mb.to_string(),
@@ -299,8 +364,53 @@ mod tests {
             user: "u",
             api: "auto",
             path: None,
+            artifact: None,
         };
         let err = service_spec(&req, &ctx).unwrap_err().to_string();
         assert!(err.contains("ray-worker-big-mem"), "{err}");
+    }
+}
+
+#[cfg(test)]
+mod artifact_tests {
+    use super::*;
+
+    #[test]
+    fn a_tarball_puts_the_localized_ray_hpc_first_and_on_path() {
+        let req = JobRequest {
+            name: "rh-c1".into(),
+            command: "'/opt/my tools/ray-hpc' run --name c1".into(),
+            node_kinds: vec![NodeKind {
+                node_type: "cpu".into(),
+                command: "'/opt/my tools/ray-hpc' agent --join c1 --node-type cpu".into(),
+                ..Default::default()
+            }],
+            ..Default::default()
+        };
+        let ctx = Context {
+            rm: None,
+            user: "u",
+            api: "cli",
+            path: Some("/usr/bin:/bin"),
+            artifact: Some(Artifact {
+                url: "hdfs:///apps/ray-hpc.tgz",
+                exe: "bin/ray-hpc",
+                submitting_exe: "'/opt/my tools/ray-hpc'".into(),
+            }),
+        };
+        let spec = service_spec(&req, &ctx).unwrap();
+        for c in &spec.components {
+            assert!(
+                c.launch_command.starts_with("lib/bin/ray-hpc "),
+                "{}",
+                c.launch_command
+            );
+            let a = c.artifact.as_ref().unwrap();
+            assert_eq!(
+                (a.id.as_str(), a.kind),
+                ("hdfs:///apps/ray-hpc.tgz", "TARBALL")
+            );
+            assert_eq!(c.configuration.env["PATH"], "$PWD/lib/bin:/usr/bin:/bin");
+        }
     }
 }
