@@ -227,6 +227,13 @@ fn grows_for_demand_shrinks_when_idle_and_goes(way: Way, name: &str) {
         assert!(ip.starts_with("127.0.0.2"), "{nodes:?}");
     }
 
+    let status = c.ray_hpc(&["status", name]);
+    let shown = text(&status);
+    assert!(
+        status.status.success() && shown.contains("READY") && shown.contains("yarn"),
+        "{shown}"
+    );
+
     // doctor's checks of the cluster itself (the machine's own limits are this host's business).
     let doctor = text(&c.ray_hpc(&["doctor", name]));
     for check in ["head-reachable", "token-perms", "socket-path"] {
