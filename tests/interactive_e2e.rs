@@ -111,3 +111,104 @@ ray status"#,
     );
     home.assert_no_leftovers(Duration::from_secs(30));
 }
+
+fn squeue_ids(name_tag: &str) -> Vec<String> {
+    let out = Command::new("squeue")
+        .args(["-h", "-o", "%i", "-n", name_tag])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .map(str::to_string)
+        .collect()
+}
+
+/// `up` and `status` show the Ray Client address and one tunnel for both services; a driver
+/// through `ray://` with only the cluster's token (no RAY_ADDRESS, as on a laptop) sees every
+/// node of a 2-node cluster.
+#[test]
+fn a_ray_client_driver_with_the_token_sees_every_node() {
+    if !slurm_testbed() {
+        return;
+    }
+    let home = TestHome::new();
+    let up = run(
+        &home,
+        &[
+            "up",
+            "--name",
+            "rc1",
+            "--nodes",
+            "2",
+            "--cpus-per-node",
+            "2",
+            "--time",
+            "10",
+        ],
+    );
+    assert!(
+        up.status.success(),
+        "{}\n{}",
+        text(&up),
+        job_out(&home, "rc1")
+    );
+    let rec = home.cluster_record();
+    let client = rec["client_server_address"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no client_server_address: {rec}"));
+    let url = format!("ray://{client}");
+    let dashboard = rec["dashboard_url"].as_str().unwrap();
+    let tunnel = format!(
+        "ssh -N -L 8265:{} -L 10001:{client} ",
+        dashboard.trim_start_matches("http://")
+    );
+    let err = stderr(&up);
+    assert!(err.contains(&format!("Ray Client:   {url}")), "{err}");
+    assert_eq!(err.matches("ssh -N").count(), 1, "one ssh line: {err}");
+    assert!(err.contains(&tunnel), "{err}");
+    assert!(
+        err.contains(r#"ray.init("ray://localhost:10001")"#),
+        "{err}"
+    );
+    let st = run(&home, &["status", "rc1"]);
+    let st_text = String::from_utf8_lossy(&st.stdout).into_owned();
+    assert!(st.status.success(), "{}", text(&st));
+    assert!(
+        st_text.contains(&format!("Ray Client:    {url}")),
+        "{st_text}"
+    );
+    assert!(st_text.contains(&tunnel), "{st_text}");
+
+    let token = rec["token_path"].as_str().unwrap();
+    let driver = Command::new(venv_bin().join("python"))
+        .args([
+            "-c",
+            "import sys, ray; ray.init(sys.argv[1]); \
+             print('alive', sum(n['Alive'] for n in ray.nodes())); \
+             print('cpus', ray.cluster_resources().get('CPU'))",
+            &url,
+        ])
+        .env("PATH", test_path())
+        .env("RAY_AUTH_MODE", "token")
+        .env("RAY_AUTH_TOKEN_PATH", token)
+        .env_remove("RAY_ADDRESS")
+        .env_remove("RAY_AUTH_TOKEN")
+        .current_dir(home.path())
+        .output()
+        .unwrap();
+    let said = String::from_utf8_lossy(&driver.stdout).into_owned();
+    assert!(driver.status.success(), "{}", text(&driver));
+    assert!(
+        said.contains("alive 2") && said.contains("cpus 4.0"),
+        "{}",
+        text(&driver)
+    );
+
+    let down = run(&home, &["down", "rc1"]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert!(squeue_ids("rh-rc1").is_empty(), "the job is gone");
+    home.assert_no_leftovers(Duration::from_secs(30));
+    for dir in temp_dirs(&home.cluster_record()) {
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+}

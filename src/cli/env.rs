@@ -233,6 +233,7 @@ pub struct Connection {
     pub scheduler: String,
     pub job_id: String,
     pub gcs_address: Option<String>,
+    pub ray_client_address: Option<String>,
     pub dashboard_url: Option<String>,
     pub auth: String,
     pub token_path: Option<PathBuf>,
@@ -252,6 +253,10 @@ impl Connection {
             scheduler: record.scheduler.clone(),
             job_id: record.job_id.clone(),
             gcs_address: record.gcs_address.clone(),
+            ray_client_address: record
+                .client_server_address
+                .as_deref()
+                .map(crate::status::reach::ray_client_url),
             dashboard_url: record.dashboard_url.clone(),
             auth: record.auth.clone(),
             token_path: record.token_path.clone(),
