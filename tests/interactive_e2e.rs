@@ -212,3 +212,98 @@ fn a_ray_client_driver_with_the_token_sees_every_node() {
         assert!(!dir.exists(), "{} left", dir.display());
     }
 }
+
+/// Runs `cmd` with its output in files of `home`; kills it (by pid) if it runs past `within`.
+fn output_within(home: &TestHome, mut cmd: Command, within: Duration) -> Output {
+    let out = home.path().join("cmd.stdout");
+    let err = home.path().join("cmd.stderr");
+    cmd.stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap());
+    let mut child = cmd.spawn().unwrap();
+    let pid = child.id();
+    let read = |p: &std::path::Path| std::fs::read(p).unwrap_or_default();
+    let status = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        wait_for(
+            "the command to end",
+            within,
+            || child.try_wait().unwrap(),
+            || {
+                format!(
+                    "stdout:\n{}\nstderr:\n{}",
+                    String::from_utf8_lossy(&read(&out)),
+                    String::from_utf8_lossy(&read(&err))
+                )
+            },
+        )
+    }));
+    let status = match status {
+        Ok(s) => s,
+        Err(e) => {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+            let _ = child.wait();
+            std::panic::resume_unwind(e);
+        }
+    };
+    Output {
+        status,
+        stdout: read(&out),
+        stderr: read(&err),
+    }
+}
+
+/// `salloc -N 2` whose shell is off the allocation (no SLURMD_NODENAME, a hostname that is no
+/// node's, as on a login node): `ray-hpc run` moves itself to the first node, says so, and the
+/// driver's output and exit code come back through it.
+#[test]
+fn run_in_an_allocation_shell_off_its_nodes_moves_to_the_first_node() {
+    if !slurm_testbed() {
+        return;
+    }
+    let here = nix::unistd::gethostname().unwrap().into_string().unwrap();
+    assert!(
+        !["n1", "n2", "n3", "n4"].contains(&here.as_str()),
+        "this test needs a machine whose hostname ({here}) is not a test-bed node name"
+    );
+    let home = TestHome::new();
+    let driver = "import os, ray; ray.init(); \
+        print('driver on', os.environ.get('SLURMD_NODENAME'), flush=True); \
+        print('alive', sum(n['Alive'] for n in ray.nodes()), flush=True); \
+        raise SystemExit(7)";
+    let mut cmd = Command::new("salloc");
+    cmd.args(["-N", "2", "--time=5", "-J", "rh-salloc-test"])
+        .arg(ray_hpc())
+        .args(["run", "--", "python", "-c", driver])
+        .env("RAY_HPC_HOME", home.path())
+        .env("PATH", test_path())
+        .env_remove("SLURMD_NODENAME")
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("RAY_ADDRESS")
+        .env_remove("RAY_HPC_CONFIG")
+        .current_dir(home.path());
+    let out = output_within(&home, cmd, Duration::from_secs(300));
+    let said = String::from_utf8_lossy(&out.stdout).into_owned();
+    let err = stderr(&out);
+    assert_eq!(out.status.code(), Some(7), "{}", text(&out));
+    assert!(said.contains("driver on n1"), "{}", text(&out));
+    assert!(said.contains("alive 2"), "{}", text(&out));
+    let moved: Vec<&str> = err
+        .lines()
+        .filter(|l| l.contains("is not a node of"))
+        .collect();
+    assert_eq!(moved.len(), 1, "one line says it moved: {err}");
+    assert!(
+        moved[0].contains(&format!("({here})")) && moved[0].contains("first node, n1"),
+        "{err}"
+    );
+    let rec = home.cluster_record();
+    assert_eq!(rec["head_node"], "n1", "{rec}");
+    assert!(
+        squeue_ids("rh-salloc-test").is_empty(),
+        "the allocation is gone"
+    );
+    home.assert_no_leftovers(Duration::from_secs(30));
+    for dir in temp_dirs(&rec) {
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+}
