@@ -298,11 +298,98 @@ fn run_in_an_allocation_shell_off_its_nodes_moves_to_the_first_node() {
     );
     let rec = home.cluster_record();
     assert_eq!(rec["head_node"], "n1", "{rec}");
-    assert!(
-        squeue_ids("rh-salloc-test").is_empty(),
-        "the allocation is gone"
+    // The allocation may show as COMPLETING for a moment after salloc returned.
+    wait_for(
+        "the allocation to be gone",
+        Duration::from_secs(60),
+        || squeue_ids("rh-salloc-test").is_empty().then_some(()),
+        || text(&out),
     );
     home.assert_no_leftovers(Duration::from_secs(30));
+    for dir in temp_dirs(&rec) {
+        assert!(!dir.exists(), "{} left", dir.display());
+    }
+}
+
+/// Ctrl-C in the terminal of a moved run reaches the run on the first node, which tears the
+/// cluster down; the allocation ends and nothing is left. In `salloc`'s shell the command is the
+/// terminal's foreground process group (salloc is not in it): here `setsid` makes `ray-hpc run`
+/// such a group, and SIGINT goes to all of it, as a terminal sends it.
+#[test]
+fn ctrl_c_reaches_a_moved_run_and_leaves_nothing() {
+    if !slurm_testbed() {
+        return;
+    }
+    let home = TestHome::new();
+    let driver = "import ray, time; ray.init(); print('up', flush=True); time.sleep(600)";
+    let out = home.path().join("cmd.stdout");
+    let err = home.path().join("cmd.stderr");
+    let pid_file = home.path().join("run.pid");
+    let mut child = Command::new("salloc")
+        .args(["-N", "2", "--time=5", "-J", "rh-salloc-int"])
+        .args([
+            "bash",
+            "-c",
+            r#"setsid "$@" & echo $! > run.pid; wait $!"#,
+            "bash",
+        ])
+        .arg(ray_hpc())
+        .args(["run", "--", "python", "-c", driver])
+        .env("RAY_HPC_HOME", home.path())
+        .env("PATH", test_path())
+        .env_remove("SLURMD_NODENAME")
+        .env_remove("SLURM_JOB_ID")
+        .env_remove("RAY_ADDRESS")
+        .env_remove("RAY_HPC_CONFIG")
+        .current_dir(home.path())
+        .stdin(std::process::Stdio::null())
+        .stdout(std::fs::File::create(&out).unwrap())
+        .stderr(std::fs::File::create(&err).unwrap())
+        .spawn()
+        .unwrap();
+    let explain = || {
+        format!(
+            "stdout:\n{}\nstderr:\n{}",
+            std::fs::read_to_string(&out).unwrap_or_default(),
+            std::fs::read_to_string(&err).unwrap_or_default()
+        )
+    };
+    wait_for(
+        "the driver to start",
+        Duration::from_secs(240),
+        || {
+            std::fs::read_to_string(&out)
+                .unwrap_or_default()
+                .contains("up")
+                .then_some(())
+        },
+        explain,
+    );
+    let pgid = std::fs::read_to_string(&pid_file).unwrap();
+    let _ = Command::new("kill")
+        .args(["-INT", "--", &format!("-{}", pgid.trim())])
+        .status();
+    let status = wait_for(
+        "the run to end after Ctrl-C",
+        Duration::from_secs(90),
+        || child.try_wait().unwrap(),
+        explain,
+    );
+    assert!(!status.success(), "{status:?}\n{}", explain());
+    // The allocation may show as COMPLETING for a moment after salloc returned.
+    wait_for(
+        "the allocation to be gone",
+        Duration::from_secs(60),
+        || squeue_ids("rh-salloc-int").is_empty().then_some(()),
+        explain,
+    );
+    home.assert_no_leftovers(Duration::from_secs(30));
+    let rec = home.cluster_record();
+    assert_eq!(rec["state"], "ENDED", "{rec}\n{}", explain());
+    assert_eq!(
+        rec["message"], "stopped by signal 2",
+        "SIGINT reached the run: {rec}"
+    );
     for dir in temp_dirs(&rec) {
         assert!(!dir.exists(), "{} left", dir.display());
     }
