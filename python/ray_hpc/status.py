@@ -154,7 +154,11 @@ class ClusterStatus:
     pending_demand: Optional[List[Demand]]
     jobs: List[Job]
     gcs: Gcs
+    #: ``ray://host:port`` of the head's Ray Client server, for ``ray.init()`` from another host.
+    ray_client_address: Optional[str]
     dashboard_url: Optional[str]
+    #: The token file a Ray client needs (``RAY_AUTH_TOKEN_PATH``) when auth is on.
+    token_path: Optional[str]
     metrics_address: Optional[str]
     job_output: Optional[str]
     notes: List[str]
@@ -185,7 +189,9 @@ class ClusterStatus:
             pending_demand=None if demand is None else [Demand.from_json(x) for x in demand],
             jobs=[Job.from_json(j) for j in d["jobs"]],
             gcs=Gcs.from_json(d["gcs"]),
+            ray_client_address=d.get("ray_client_address"),
             dashboard_url=d.get("dashboard_url"),
+            token_path=d.get("token_path"),
             metrics_address=d.get("metrics_address"),
             job_output=d.get("job_output"),
             notes=list(d["notes"]),
@@ -212,6 +218,8 @@ class Connection:
     scheduler: str
     job_id: str
     gcs_address: Optional[str]
+    #: ``ray://host:port`` of the Ray Client server, for ``ray.init()`` from another host.
+    ray_client_address: Optional[str]
     dashboard_url: Optional[str]
     auth: str
     token_path: Optional[str]
@@ -232,6 +240,7 @@ class Connection:
             scheduler=d["scheduler"],
             job_id=d["job_id"],
             gcs_address=d.get("gcs_address"),
+            ray_client_address=d.get("ray_client_address"),
             dashboard_url=d.get("dashboard_url"),
             auth=d["auth"],
             token_path=d.get("token_path"),

@@ -19,6 +19,7 @@ use crate::registry::{self, ClusterDir, ClusterRecord, ClusterState};
 use crate::scheduler::{
     self, JobInfo, JobRequest, JobState, NodeKind, OutputPath, Place, Scheduler, shell_join,
 };
+use crate::status::reach;
 
 pub const SCHEMA: &str = "ray-hpc.up/v1";
 
@@ -483,16 +484,20 @@ fn print_ready(record: &ClusterRecord, took: Duration) {
         record.nodes.len()
     );
     eprintln!("  Ray address:  {gcs}");
+    if let Some(client) = &record.client_server_address {
+        eprintln!("  Ray Client:   {}", reach::ray_client_url(client));
+    }
     eprintln!("  dashboard:    {dashboard}");
-    if let Some(hostport) = dashboard.strip_prefix("http://") {
-        let login = nix::unistd::gethostname()
-            .ok()
-            .and_then(|h| h.into_string().ok())
-            .unwrap_or_else(|| "<login node>".into());
-        let user = std::env::var("USER").unwrap_or_else(|_| "<you>".into());
-        eprintln!(
-            "  from a laptop: ssh -N -L 8265:{hostport} {user}@{login}   then open http://localhost:8265"
-        );
+    let token = record.token_path.as_ref().map(|p| p.display().to_string());
+    let laptop = reach::laptop_lines(
+        record.dashboard_url.as_deref(),
+        record.client_server_address.as_deref(),
+        token.as_deref(),
+        &reach::Via::here(),
+    );
+    for (i, line) in laptop.iter().enumerate() {
+        let lead = if i == 0 { "from a laptop:" } else { "" };
+        eprintln!("  {lead:<14} {line}");
     }
     eprintln!("  end it with:  ray-hpc down {}", record.name);
     eprintln!("To use it from this shell (the `ray` CLI, ray.init(), ray job submit):");

@@ -161,6 +161,19 @@ pub trait Scheduler: Send + Sync {
         argv: &[OsString],
     ) -> Result<Option<Command>, SchedulerError>;
 
+    /// When this process runs outside the hosts of the allocation it is in (an interactive
+    /// allocation's shell on a login node), one command that runs `argv` on the allocation's
+    /// first host with this process's stdin, stdout, stderr and exit status. None when this
+    /// process runs on one of the allocation's hosts, or the scheduler has no such launch.
+    /// The caller spawns it as is.
+    fn relaunch_on_first_node(
+        &self,
+        _alloc: &Allocation,
+        _argv: &[OsString],
+    ) -> Result<Option<Command>, SchedulerError> {
+        Ok(None)
+    }
+
     /// The batch script for `req` (what `up --dry-run` prints).
     fn render_job(&self, req: &JobRequest) -> Result<String, SchedulerError>;
 

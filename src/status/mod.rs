@@ -2,6 +2,7 @@
 //! scheduler and the GCS (`gather`), rendered as text or JSON (`render`).
 
 pub mod gather;
+pub mod reach;
 pub mod render;
 pub mod view;
 

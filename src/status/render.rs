@@ -370,6 +370,23 @@ pub fn cluster_text(v: &ClusterView) -> String {
             dash(v.gcs.address.as_deref())
         ),
     );
+    if let Some(client) = &v.ray_client_address {
+        push(&mut out, format!("  Ray Client:    {client}"));
+    }
+    if !v.state.is_over() {
+        let laptop = super::reach::laptop_lines(
+            v.dashboard_url.as_deref(),
+            v.ray_client_address
+                .as_deref()
+                .map(|u| u.trim_start_matches("ray://")),
+            v.token_path.as_deref(),
+            &super::reach::Via::here(),
+        );
+        for (i, line) in laptop.iter().enumerate() {
+            let lead = if i == 0 { "from a laptop:" } else { "" };
+            push(&mut out, format!("  {lead:<14} {line}"));
+        }
+    }
     if let Some(m) = &v.metrics_address {
         push(&mut out, format!("  metrics:       http://{m}/metrics"));
     }
@@ -572,6 +589,9 @@ mod tests {
             "CPUs 3/8 used",
             "http://10.0.0.1:8265",
             "10.0.0.1:6379 (answering)",
+            "Ray Client:    ray://10.0.0.1:10001",
+            "-L 8265:10.0.0.1:8265 -L 10001:10.0.0.1:10001",
+            "ray.init(\"ray://localhost:10001\")",
             "http://10.0.0.1:9090/metrics",
             "n1 (head)",
             &"01".repeat(6),

@@ -238,7 +238,11 @@ pub struct ClusterView {
     pub pending_demand: Option<Vec<DemandView>>,
     pub jobs: Vec<JobView>,
     pub gcs: GcsView,
+    /// `ray://host:port` of the head's Ray Client server, once the head started.
+    pub ray_client_address: Option<String>,
     pub dashboard_url: Option<String>,
+    /// The token file a Ray client needs (RAY_AUTH_TOKEN_PATH) when auth is on.
+    pub token_path: Option<String>,
     pub metrics_address: Option<String>,
     pub job_output: Option<String>,
     /// Everything else worth saying, one sentence each.
@@ -543,7 +547,12 @@ pub fn build(obs: &Observation) -> ClusterView {
         pending_demand,
         jobs,
         gcs: gcs_view,
+        ray_client_address: record
+            .client_server_address
+            .as_deref()
+            .map(super::reach::ray_client_url),
         dashboard_url: record.dashboard_url.clone(),
+        token_path: record.token_path.as_ref().map(|p| p.display().to_string()),
         metrics_address: record.metrics_address.clone(),
         job_output: record.job_output.as_ref().map(|p| p.display().to_string()),
         notes,
@@ -775,7 +784,7 @@ pub(crate) mod tests {
             head_address: Some("10.0.0.1".into()),
             gcs_address: Some("10.0.0.1:6379".into()),
             dashboard_url: Some("http://10.0.0.1:8265".into()),
-            client_server_address: None,
+            client_server_address: Some("10.0.0.1:10001".into()),
             control_address: None,
             auth: "token".into(),
             token_path: None,

@@ -70,6 +70,8 @@ pub struct Slurm {
     env: Env,
     settings: SlurmSettings,
     runner: Arc<dyn Runner>,
+    /// This machine's hostname, to tell an allocation's shell on a login node from a node.
+    hostname: String,
 }
 
 impl Slurm {
@@ -78,7 +80,22 @@ impl Slurm {
             env: setup.env,
             settings: settings::read(NAME, &setup.settings)?,
             runner: setup.runner,
+            hostname: setup.hostname,
         })
+    }
+
+    /// True when this process runs on one of `alloc`'s nodes: slurmd named the node it runs a
+    /// task on, or this machine's hostname (or its first label) is one of the node names.
+    /// `salloc`'s shell has neither on a login node.
+    fn on_a_node_of(&self, alloc: &Allocation) -> bool {
+        if self.var("SLURMD_NODENAME").is_some() {
+            return true;
+        }
+        let short = self.hostname.split('.').next().unwrap_or_default();
+        alloc
+            .hosts
+            .iter()
+            .any(|h| !self.hostname.is_empty() && (h.name == self.hostname || h.name == short))
     }
 
     fn var(&self, name: &str) -> Option<&str> {
@@ -278,6 +295,29 @@ impl Scheduler for Slurm {
         Ok(Some(cmd))
     }
 
+    fn relaunch_on_first_node(
+        &self,
+        alloc: &Allocation,
+        argv: &[OsString],
+    ) -> Result<Option<Command>, SchedulerError> {
+        if self.on_a_node_of(alloc) {
+            return Ok(None);
+        }
+        // One task on the first node with the whole node, like the batch script it stands in
+        // for; srun passes stdin, stdout and stderr through and exits with the task's status.
+        // --disable-status: one Ctrl-C reaches the run (which then tears down) instead of
+        // making srun print task states.
+        let mut cmd = Command::new("srun");
+        cmd.args(["--nodes=1", "--ntasks=1"])
+            .arg(format!("--nodelist={}", alloc.head().name))
+            .args(["--whole", "--unbuffered", "--disable-status"])
+            .args(&self.settings.srun_args)
+            .args(argv);
+        // salloc -c N sets it; it would conflict with --whole.
+        cmd.env_remove("SLURM_CPUS_PER_TASK");
+        Ok(Some(cmd))
+    }
+
     fn render_job(&self, req: &JobRequest) -> Result<String, SchedulerError> {
         let mut req = req.clone();
         req.directives = self
@@ -364,6 +404,61 @@ mod tests {
             hostname: String::new(),
         })
         .unwrap()
+    }
+
+    fn on_host(pairs: &[(&str, &str)], hostname: &str) -> Slurm {
+        let mut s = slurm(pairs);
+        s.hostname = hostname.to_string();
+        s
+    }
+
+    fn argv(cmd: &Command) -> Vec<String> {
+        std::iter::once(cmd.get_program())
+            .chain(cmd.get_args())
+            .map(|a| a.to_string_lossy().into_owned())
+            .collect()
+    }
+
+    #[test]
+    fn an_allocation_shell_off_its_nodes_relaunches_on_the_first_node() {
+        let salloc = [("SLURM_JOB_ID", "9"), ("SLURM_JOB_NODELIST", "n[1-2]")];
+        let run = [OsString::from("/bin/ray-hpc"), OsString::from("run")];
+        let login = on_host(&salloc, "login1.example.org");
+        let alloc = login.allocation().unwrap();
+        let cmd = login.relaunch_on_first_node(&alloc, &run).unwrap().unwrap();
+        assert_eq!(
+            argv(&cmd),
+            [
+                "srun",
+                "--nodes=1",
+                "--ntasks=1",
+                "--nodelist=n1",
+                "--whole",
+                "--unbuffered",
+                "--disable-status",
+                "/bin/ray-hpc",
+                "run"
+            ]
+        );
+        // On a node of the allocation (by hostname, short or long, or as slurmd says): here.
+        for host in ["n2", "n1.cluster.local"] {
+            let s = on_host(&salloc, host);
+            let a = s.allocation().unwrap();
+            assert!(
+                s.relaunch_on_first_node(&a, &run).unwrap().is_none(),
+                "{host}"
+            );
+        }
+        let step = on_host(
+            &[
+                ("SLURM_JOB_ID", "9"),
+                ("SLURM_JOB_NODELIST", "n[1-2]"),
+                ("SLURMD_NODENAME", "n1"),
+            ],
+            "login1",
+        );
+        let a = step.allocation().unwrap();
+        assert!(step.relaunch_on_first_node(&a, &run).unwrap().is_none());
     }
 
     #[test]
