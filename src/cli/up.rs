@@ -336,7 +336,7 @@ async fn wait_ready(
                 .map(|j| j.state.to_string())
                 .unwrap_or_else(|| "is gone".into());
             let message = format!("job {job_id} {how} before the cluster was ready");
-            // What the scheduler keeps of an ended job (a YARN service's spec and name) goes
+            // What the scheduler keeps of an ended job (an application scheduler keeps its spec and name) goes
             // too; for a batch job that is gone already this asks nothing of anyone.
             if let Err(e) = scheduler.cancel(&[job_id.to_string()]).await {
                 tracing::warn!("could not clean up job {job_id}: {e}");
