@@ -336,8 +336,8 @@ async fn wait_ready(
                 .map(|j| j.state.to_string())
                 .unwrap_or_else(|| "is gone".into());
             let message = format!("job {job_id} {how} before the cluster was ready");
-            // What the scheduler keeps of an ended job (an application scheduler keeps its spec and name) goes
-            // too; for a batch job that is gone already this asks nothing of anyone.
+            // Some schedulers keep an ended application (its saved spec, its name): that goes
+            // too. For a batch job that is gone already this asks nothing of anyone.
             if let Err(e) = scheduler.cancel(&[job_id.to_string()]).await {
                 tracing::warn!("could not clean up job {job_id}: {e}");
             }
