@@ -673,3 +673,97 @@ fn by_service(ids: &[JobId]) -> BTreeMap<&str, Vec<&JobId>> {
     }
     grouped
 }
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::scheduler::command::{CommandOutput, Recorded};
+
+    /// A Yarn on a machine whose PATH has (or lacks) a `yarn` client, answering from `answers`;
+    /// the PATH directory lives as long as the returned guard.
+    fn yarn(
+        with_client: bool,
+        settings: &str,
+        answers: Vec<CommandOutput>,
+    ) -> (Yarn, Arc<Recorded>, tempfile::TempDir) {
+        let dir = tempfile::tempdir().unwrap();
+        if with_client {
+            std::fs::write(dir.path().join("yarn"), "").unwrap();
+        }
+        let env: Env = [("PATH".to_string(), dir.path().display().to_string())].into();
+        let runner = Arc::new(Recorded::new(answers.into_iter().map(Ok)));
+        let y = Yarn::open(Setup {
+            env,
+            settings: toml::from_str(settings).unwrap(),
+            runner: runner.clone(),
+            hostname: String::new(),
+        })
+        .unwrap();
+        (y, runner, dir)
+    }
+
+    fn http(code: i32, body: &str) -> CommandOutput {
+        CommandOutput {
+            code: Some(code),
+            stdout: body.into(),
+            stderr: String::new(),
+        }
+    }
+
+    const STATUS: &str = include_str!("../../../yarn/fixtures/service-cluster.json");
+    const NO_API: &str = "<html><body>Error 404 Not Found</body></html>";
+
+    fn block_on<F: std::future::Future>(f: F) -> F::Output {
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap()
+            .block_on(f)
+    }
+
+    #[test]
+    fn auto_turns_to_the_client_for_good_when_the_api_is_off() {
+        let (y, runner, _path) = yarn(
+            true,
+            "rm = \"http://rm:8088\"",
+            vec![http(404, NO_API), http(0, STATUS), http(0, STATUS)],
+        );
+        let jobs = block_on(y.query(&["rh-c1".into()])).unwrap();
+        assert_eq!(jobs.len(), 1);
+        let jobs = block_on(y.query(&["rh-c1".into()])).unwrap();
+        assert_eq!(jobs.len(), 1);
+        let calls: Vec<String> = runner.calls().iter().map(|c| c.to_string()).collect();
+        assert!(
+            calls[0].starts_with("GET")
+                && calls[0].contains("http://rm:8088/app/v1/services/rh-c1"),
+            "{calls:?}"
+        );
+        // Once told, the client only: no second try of the API.
+        for call in &calls[1..] {
+            assert!(call.contains("yarn app -status rh-c1"), "{calls:?}");
+        }
+    }
+
+    #[test]
+    fn without_a_client_the_api_being_off_is_an_error_naming_the_setting() {
+        let (y, _, _path) = yarn(false, "rm = \"http://rm:8088\"", vec![http(404, NO_API)]);
+        let err = block_on(y.query(&["rh-c1".into()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("yarn.webapp.api-service.enable=true"), "{err}");
+    }
+
+    #[test]
+    fn auto_without_an_address_uses_the_client_when_there_is_one() {
+        let (y, runner, _path) = yarn(true, "", vec![http(0, STATUS)]);
+        block_on(y.query(&["rh-c1".into()])).unwrap();
+        assert!(runner.calls()[0].to_string().contains("yarn app -status"));
+        let (y, _, _path) = yarn(false, "", vec![]);
+        let err = block_on(y.query(&["rh-c1".into()]))
+            .unwrap_err()
+            .to_string();
+        assert!(err.contains("no ResourceManager address"), "{err}");
+    }
+}
