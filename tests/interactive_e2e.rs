@@ -180,24 +180,43 @@ fn a_ray_client_driver_with_the_token_sees_every_node() {
     assert!(st_text.contains(&tunnel), "{st_text}");
 
     let token = rec["token_path"].as_str().unwrap();
-    let driver = Command::new(venv_bin().join("python"))
-        .args([
-            "-c",
-            "import sys, ray; ray.init(sys.argv[1]); \
-             print('alive', sum(n['Alive'] for n in ray.nodes())); \
-             print('cpus', ray.cluster_resources().get('CPU'))",
-            &url,
-        ])
-        .env("PATH", test_path())
-        .env("RAY_AUTH_MODE", "token")
-        .env("RAY_AUTH_TOKEN_PATH", token)
-        .env_remove("RAY_ADDRESS")
-        .env_remove("RAY_AUTH_TOKEN")
-        .current_dir(home.path())
-        .output()
-        .unwrap();
+    let client_driver = || {
+        Command::new(venv_bin().join("python"))
+            .args([
+                "-c",
+                "import sys, ray; ray.init(sys.argv[1]); \
+                 print('alive', sum(n['Alive'] for n in ray.nodes())); \
+                 print('cpus', ray.cluster_resources().get('CPU'))",
+                &url,
+            ])
+            .env("PATH", test_path())
+            .env("RAY_AUTH_MODE", "token")
+            .env("RAY_AUTH_TOKEN_PATH", token)
+            .env_remove("RAY_ADDRESS")
+            .env_remove("RAY_AUTH_TOKEN")
+            .current_dir(home.path())
+            .output()
+            .unwrap()
+    };
+    let mut driver = client_driver();
+    // Ray's client proxy starts a server process per client; on this loaded 2-core machine that
+    // start failed once in several runs ("Starting Ray client server failed"), which a user
+    // meets by connecting again. Its own log is shown, and a second failure fails the test.
+    if !driver.status.success() && text(&driver).contains("Starting Ray client server failed") {
+        eprintln!(
+            "the Ray Client's server failed to start once; retrying\n{}\n{}",
+            text(&driver),
+            client_server_logs(&rec)
+        );
+        driver = client_driver();
+    }
+    assert!(
+        driver.status.success(),
+        "{}\n{}",
+        text(&driver),
+        client_server_logs(&rec)
+    );
     let said = String::from_utf8_lossy(&driver.stdout).into_owned();
-    assert!(driver.status.success(), "{}", text(&driver));
     assert!(
         said.contains("alive 2") && said.contains("cpus 4.0"),
         "{}",
@@ -393,4 +412,29 @@ fn ctrl_c_reaches_a_moved_run_and_leaves_nothing() {
     for dir in temp_dirs(&rec) {
         assert!(!dir.exists(), "{} left", dir.display());
     }
+}
+
+/// The Ray Client servers' own logs on the head (`ray_client_server*.err` of its session).
+fn client_server_logs(record: &serde_json::Value) -> String {
+    let mut out = String::new();
+    for dir in temp_dirs(record) {
+        let logs = dir.join("session_latest/logs");
+        let Ok(entries) = std::fs::read_dir(&logs) else {
+            continue;
+        };
+        for e in entries.flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            if name.starts_with("ray_client_server") && name.ends_with(".err") {
+                let t = std::fs::read_to_string(e.path()).unwrap_or_default();
+                let tail: Vec<&str> = t.lines().rev().take(30).collect();
+                let tail: Vec<&str> = tail.into_iter().rev().collect();
+                out.push_str(&format!(
+                    "==> {}\n{}\n",
+                    e.path().display(),
+                    tail.join("\n")
+                ));
+            }
+        }
+    }
+    out
 }
