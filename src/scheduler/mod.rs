@@ -340,6 +340,18 @@ pub fn directive_problem(line: &str, only: Option<&str>) -> Option<String> {
     (!whys.is_empty()).then(|| whys.join("; "))
 }
 
+/// Resolves a host name to an IPv4 address (what Ray advertises), None when it does not.
+pub(crate) async fn resolve_host(name: &str) -> Option<IpAddr> {
+    if let Ok(ip) = name.parse::<IpAddr>() {
+        return Some(ip);
+    }
+    tokio::net::lookup_host((name, 0))
+        .await
+        .ok()?
+        .map(|sa| sa.ip())
+        .find(|ip| ip.is_ipv4())
+}
+
 pub(crate) fn on_path(program: &str, env: &Env) -> bool {
     env.get("PATH")
         .is_some_and(|p| std::env::split_paths(p).any(|d| d.join(program).is_file()))

@@ -455,20 +455,8 @@ fn refusal_words(out: &CommandOutput) -> String {
     }
 }
 
-/// Resolves a host name to an IPv4 address (what Ray advertises), None when it does not.
-async fn resolve(name: &str) -> Option<IpAddr> {
-    if let Ok(ip) = name.parse::<IpAddr>() {
-        return Some(ip);
-    }
-    tokio::net::lookup_host((name, 0))
-        .await
-        .ok()?
-        .map(|sa| sa.ip())
-        .find(|ip| ip.is_ipv4())
-}
-
 async fn resolve_named(name: String) -> (String, Option<IpAddr>) {
-    let ip = resolve(&name).await;
+    let ip = super::resolve_host(&name).await;
     (name, ip)
 }
 

@@ -538,11 +538,7 @@ impl Scheduler for Yarn {
     ) -> Result<BTreeMap<String, IpAddr>, SchedulerError> {
         let mut found = BTreeMap::new();
         for host in &alloc.hosts {
-            let resolved = tokio::net::lookup_host((host.name.as_str(), 0))
-                .await
-                .ok()
-                .and_then(|mut addrs| addrs.find(|a| a.is_ipv4()).map(|a| a.ip()));
-            match resolved {
+            match super::resolve_host(&host.name).await {
                 Some(ip) => {
                     found.insert(host.name.clone(), ip);
                 }
